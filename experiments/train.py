@@ -1,0 +1,39 @@
+"""Train one configuration: `python -m experiments.train [--config=FILE] [--flag=value ...]`.
+
+Writes metrics.jsonl, summary.json, curves.png and TensorBoard events to --workdir.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import flags
+
+from mlp_research import cli
+from mlp_research.workdir import prepare_workdir
+
+cli.define_config_flags()
+flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>).")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = cli.config_from_flags()
+    workdir = prepare_workdir(
+        FLAGS.workdir or os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    )
+    from mlp_research.training.loop import train_and_evaluate  # after flag checks: imports JAX
+
+    summary = train_and_evaluate(config, workdir)
+    final = summary["final"]
+    print(
+        f"done: val_acc {final['val_acc']:.4f}  val_loss {final['val_loss']:.4f}  train_loss {final['train_loss']:.4f}  "
+        f"total {summary['total_seconds']:.1f} s  -> {workdir}"
+    )
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,94 @@
+"""Fashion-MNIST (or a synthetic stand-in) as arrays ready for any device.
+
+`load_splits(config)` returns float32 images in [0, 1] shaped (N, 28, 28) and
+int32 labels, split into `train`, the split evaluated every epoch (`eval`: the
+test split as in d2l, or a validation split carved from the training set), and
+`test`. Sources: the original IDX files (`idx.py`), TensorFlow Datasets
+(`tfds_source.py`, imported only when used) and `synthetic.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from mlp_research.config import Config, validation_size
+from mlp_research.errors import DataError
+
+CLASS_NAMES = (
+    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)
+# The validation hold-out is drawn with this fixed seed, not the run's seed, so
+# every trial of a sweep sees the same train/validation split.
+SPLIT_SEED = 20_240_601
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split: images (N, 28, 28) float32 in [0, 1], labels (N,) int32."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    train: Split
+    eval: Split  # evaluated every epoch: "test" or "validation"
+    test: Split
+    source: str  # where the data came from, for summaries
+
+
+def to_float_images(images: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], shaped (N, 28, 28)."""
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    return (images.astype(np.float32) / np.float32(255.0)).reshape(images.shape[0], 28, 28)
+
+
+def load_arrays(config: Config) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
+    """(train_images_u8, train_labels), (test_images_u8, test_labels), source description."""
+    if config.dataset == "synthetic":
+        from mlp_research.data import synthetic
+
+        train, test = synthetic.make(config.synthetic_train_size, config.synthetic_test_size)
+        return train, test, "synthetic"
+    data_dir = config.resolved_data_dir()
+    source = config.data_source
+    from mlp_research.data import idx
+
+    if source == "auto":
+        source = "idx" if data_dir and idx.find_files(data_dir, required=False) else "tfds"
+    if source == "idx":
+        if not data_dir:
+            raise DataError(
+                "--data_dir: no directory given for --data_source=idx; pass --data_dir or set MLP_RESEARCH_DATA_DIR"
+            )
+        train, test = idx.load_dir(data_dir)
+        return train, test, f"idx:{os.path.abspath(data_dir)}"
+    from mlp_research.data import tfds_source
+
+    train, test = tfds_source.load(data_dir or None)
+    return train, test, f"tfds:{data_dir or '~/tensorflow_datasets'}"
+
+
+def load_splits(config: Config) -> Splits:
+    """Load, convert and split the data a run needs."""
+    (train_x, train_y), (test_x, test_y), source = load_arrays(config)
+    test = Split("test", to_float_images(test_x), test_y.astype(np.int32))
+    n_val = validation_size(len(train_y), config.val_fraction)
+    if n_val == 0:
+        train = Split("train", to_float_images(train_x), train_y.astype(np.int32))
+        return Splits(train=train, eval=test, test=test, source=source)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(train_y))
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train = Split("train", to_float_images(train_x[train_idx]), train_y[train_idx].astype(np.int32))
+    val = Split("validation", to_float_images(train_x[val_idx]), train_y[val_idx].astype(np.int32))
+    return Splits(train=train, eval=val, test=test, source=source)

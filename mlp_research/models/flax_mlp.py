@@ -1,0 +1,134 @@
+"""The chapter's two models in Flax linen, generalised by `ModelSpec`.
+
+`MLPScratch` follows the book's from-scratch code: parameters created one by one
+with `self.param` (W ~ N(0, sigma), b = 0), a hand-written relu, and an input
+reshaped to (-1, num_inputs). `MLP` is the concise version built from
+`nn.Dense` layers with Flax's default initialisation. Both accept any depth,
+activation and initialisation, so the chapter's exercises need no new code.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlp_research.spec import ModelSpec
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+
+def relu(x: Array) -> Array:
+    """The book's hand-written ReLU: max(X, 0)."""
+    return jnp.maximum(x, 0)
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "elu": jax.nn.elu,
+    "softplus": jax.nn.softplus,
+    "identity": lambda x: x,
+}
+
+
+def kernel_init(spec: ModelSpec) -> Initializer | None:
+    """The weight initialiser a spec asks for; None means the layer's own default."""
+    init = spec.init
+    if init == "default":
+        return nn.initializers.normal(spec.sigma) if spec.model == "mlp_scratch" else None
+    return {
+        "normal": nn.initializers.normal(spec.sigma),
+        "xavier": nn.initializers.xavier_uniform(),
+        "xavier_normal": nn.initializers.xavier_normal(),
+        "he": nn.initializers.he_normal(),
+        "he_uniform": nn.initializers.he_uniform(),
+        "lecun": nn.initializers.lecun_normal(),
+        "zeros": nn.initializers.zeros_init(),
+    }[init]
+
+
+class MLPScratch(nn.Module):
+    """From-scratch MLP: explicit W1, b1, W2, b2, ... parameters."""
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        spec = self.spec
+        act = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
+        w_init = kernel_init(spec)
+        x = x.reshape((-1, spec.num_inputs))
+        for i, (name, shape) in enumerate(_weight_shapes(spec)):
+            w = self.param(name, w_init, shape)
+            b = self.param(f"b{name[1:]}", nn.initializers.zeros_init(), (shape[1],))
+            x = x @ w + b
+            if i < spec.num_layers - 1:
+                x = act(x)
+        return x
+
+
+class MLP(nn.Module):
+    """Concise MLP: Dense -> activation -> ... -> Dense."""
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        spec = self.spec
+        w_init = kernel_init(spec)
+        extra = {} if w_init is None else {"kernel_init": w_init}
+        x = x.reshape((x.shape[0], -1))
+        for width in spec.num_hiddens:
+            x = ACTIVATIONS[spec.activation](nn.Dense(width, **extra)(x))
+        return nn.Dense(spec.num_outputs, **extra)(x)
+
+
+def _weight_shapes(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, shape) for name, shape in spec.canonical_shapes().items() if name.startswith("W")]
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """The Flax module for a spec."""
+    return MLPScratch(spec) if spec.model == "mlp_scratch" else MLP(spec)
+
+
+def to_canonical(spec: ModelSpec, params: Mapping) -> dict[str, np.ndarray]:
+    """Flax parameters -> {'W1': (in, out), 'b1': (out,), ...} as numpy float32."""
+    params = params.get("params", params)
+    out: dict[str, np.ndarray] = {}
+    for i in range(spec.num_layers):
+        if spec.model == "mlp_scratch":
+            w, b = params[f"W{i + 1}"], params[f"b{i + 1}"]
+        else:
+            layer = params[f"Dense_{i}"]
+            w, b = layer["kernel"], layer["bias"]
+        out[f"W{i + 1}"] = np.asarray(w, dtype=np.float32)
+        out[f"b{i + 1}"] = np.asarray(b, dtype=np.float32)
+    return out
+
+
+def from_canonical(spec: ModelSpec, canonical: Mapping[str, np.ndarray]) -> dict:
+    """The inverse of `to_canonical`; shapes are checked against the spec."""
+    for name, shape in spec.canonical_shapes().items():
+        if name not in canonical:
+            raise ValueError(f"canonical parameters lack {name}")
+        if tuple(canonical[name].shape) != shape:
+            raise ValueError(f"canonical {name} has shape {tuple(canonical[name].shape)}, spec needs {shape}")
+    if spec.model == "mlp_scratch":
+        return {name: jnp.asarray(canonical[name], jnp.float32) for name in spec.canonical_shapes()}
+    return {
+        f"Dense_{i}": {
+            "kernel": jnp.asarray(canonical[f"W{i + 1}"], jnp.float32),
+            "bias": jnp.asarray(canonical[f"b{i + 1}"], jnp.float32),
+        }
+        for i in range(spec.num_layers)
+    }

@@ -1,0 +1,108 @@
+"""The framework-neutral description of a model.
+
+A `ModelSpec` is all a backend needs to build the same network: JAX/Flax here,
+torch, TensorFlow or mxnet in the plugins. It also fixes the canonical parameter
+layout (`W1, b1, W2, b2, ...`, weights shaped (fan_in, fan_out)) that checkpoints
+export and every backend can load, so parameters move between frameworks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from mlp_research.errors import ConfigError
+
+MODELS = ("mlp_scratch", "mlp")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu", "softplus", "identity")
+# "default" is each model's own initialisation as in the book: N(0, sigma) for
+# the scratch model, the framework's default (LeCun normal in Flax) for `mlp`.
+INITS = ("default", "normal", "xavier", "xavier_normal", "he", "he_uniform", "lecun", "zeros")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A multilayer perceptron: `num_inputs -> num_hiddens... -> num_outputs`."""
+
+    model: str = "mlp_scratch"
+    num_inputs: int = 784
+    num_hiddens: tuple[int, ...] = (256,)
+    num_outputs: int = 10
+    activation: str = "relu"
+    init: str = "default"
+    sigma: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_hiddens", tuple(int(h) for h in self.num_hiddens))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first invalid field."""
+        if self.model not in MODELS:
+            raise ConfigError(f"--model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"--activation: unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.init not in INITS:
+            raise ConfigError(f"--init: unknown initialisation {self.init!r}; choose one of {', '.join(INITS)}")
+        if any(h < 1 for h in self.num_hiddens):
+            raise ConfigError(f"--num_hiddens: every layer width must be >= 1, got {list(self.num_hiddens)}")
+        if self.num_inputs < 1 or self.num_outputs < 1:
+            raise ConfigError("--num_inputs/--num_outputs must be >= 1")
+        if not self.sigma > 0 and self.uses_sigma:
+            raise ConfigError(f"--sigma: must be > 0, got {self.sigma}")
+
+    @property
+    def uses_sigma(self) -> bool:
+        return self.init == "normal" or (self.init == "default" and self.model == "mlp_scratch")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """All widths, input and output included: (784, 256, 10) for the default."""
+        return (self.num_inputs, *self.num_hiddens, self.num_outputs)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of affine layers (hidden layers + output layer)."""
+        return len(self.num_hiddens) + 1
+
+    def canonical_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Canonical parameter names and shapes, in layer order."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        sizes = self.layer_sizes
+        for i in range(self.num_layers):
+            shapes[f"W{i + 1}"] = (sizes[i], sizes[i + 1])
+            shapes[f"b{i + 1}"] = (sizes[i + 1],)
+        return shapes
+
+    def num_params(self) -> int:
+        total = 0
+        for shape in self.canonical_shapes().values():
+            size = 1
+            for dim in shape:
+                size *= dim
+            total += size
+        return total
+
+    def flops_per_example(self) -> int:
+        """Multiply-adds x 2 of one forward pass (training is ~3x this)."""
+        sizes = self.layer_sizes
+        return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def parse_widths(value: str | int | Sequence[int]) -> tuple[int, ...]:
+    """Parse `--num_hiddens`: `256`, `"512,256"` or a sequence of ints."""
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+        try:
+            widths = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"--num_hiddens: expected comma-separated integers like 512,256, got {value!r}") from None
+    else:
+        widths = tuple(int(v) for v in value)
+    if not widths:
+        raise ConfigError("--num_hiddens: at least one hidden layer is required")
+    return widths

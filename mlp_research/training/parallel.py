@@ -1,0 +1,183 @@
+"""Where arrays live and how the step functions are compiled: one device, pmap, or jit over a mesh.
+
+Each `Placement` takes the same pure functions from `step.py` and returns
+compiled callables plus the device placement of data and state, so the run
+driver never branches on the mode. The mathematics are the same in all three:
+sums over the global batch divided by its size.
+
+- `none`: one device, `jax.jit`.
+- `pmap`: `jax.pmap` over the local devices; state and data are replicated
+  along a leading device axis, each device gathers its slice of every batch.
+- `sharded`: `jax.jit` over a `Mesh` with a `data` axis; state and data are
+  replicated, batch indices are sharded, XLA inserts the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mlp_research.config import Config
+from mlp_research.errors import ConfigError
+from mlp_research.training import step as step_lib
+
+AXIS = "data"
+
+
+def resolve_mode(config: Config, num_devices: int) -> str:
+    """`auto` -> `none` on one device, `sharded` (JAX's recommended path) on several."""
+    if config.parallel != "auto":
+        return config.parallel
+    return "none" if num_devices == 1 else "sharded"
+
+
+class Placement:
+    """Single device: plain jit."""
+
+    mode = "none"
+
+    def __init__(self, devices: list[Any]):
+        self.devices = devices
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    # ------------------------------------------------------------- placement
+    def put_replicated(self, tree: Any) -> Any:
+        """State and training data: a full copy on every device."""
+        return jax.device_put(tree, self.devices[0])
+
+    def put_eval(self, images: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple:
+        """Eval arrays shaped (num_batches, batch, ...), as `pad_eval` makes them."""
+        return self.put_replicated((images, labels, weights))
+
+    def to_host(self, tree: Any) -> Any:
+        """Plain (unreplicated) numpy values, restorable onto any device count."""
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+
+    # ------------------------------------------------------------ functions
+    def compile_train(self, apply_fn, tx, layout: step_lib.EpochLayout, example_args: tuple) -> Callable:
+        """Compiled `train_chunk(state, totals, images, labels, order, chunk)`."""
+        fn = jax.jit(step_lib.make_train_chunk(apply_fn, tx, layout), donate_argnums=(0, 1))
+        return fn.lower(*example_args).compile()
+
+    def compile_eval(self, apply_fn, example_args: tuple) -> Callable:
+        return jax.jit(step_lib.make_evaluate(apply_fn)).lower(*example_args).compile()
+
+    def eval_batch_multiple(self) -> int:
+        return 1
+
+
+class PmapPlacement(Placement):
+    """`jax.pmap` over the local devices, with a leading device axis."""
+
+    mode = "pmap"
+
+    def __init__(self, devices: list[Any]):
+        super().__init__(devices)
+        self._sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
+
+    def put_replicated(self, tree: Any) -> Any:
+        def put(x):
+            x = np.asarray(x)
+            shards = [jax.device_put(x[None], d) for d in self.devices]
+            return jax.make_array_from_single_device_arrays((len(self.devices), *x.shape), self._sharding, shards)
+
+        return jax.tree.map(put, tree)
+
+    def to_host(self, tree: Any) -> Any:
+        return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_shards[0].data))[0], tree)
+
+    def put_eval(self, images, labels, weights):
+        # (num_batches, batch, ...) -> (devices, num_batches, batch / devices, ...): each device
+        # holds and evaluates its own share of every eval batch.
+        n = self.num_devices
+
+        def split(a):
+            a = np.asarray(a)
+            return np.moveaxis(a.reshape(a.shape[0], n, a.shape[1] // n, *a.shape[2:]), 1, 0)
+
+        def put(a):
+            shards = [jax.device_put(a[i : i + 1], d) for i, d in enumerate(self.devices)]
+            return jax.make_array_from_single_device_arrays(a.shape, self._sharding, shards)
+
+        return tuple(put(split(a)) for a in (images, labels, weights))
+
+    def compile_train(self, apply_fn, tx, layout, example_args):
+        fn = step_lib.make_train_chunk(apply_fn, tx, layout, axis_name=AXIS, num_shards=self.num_devices)
+        # The epoch order and chunk index are the same for every device: broadcast them.
+        return jax.pmap(
+            fn, axis_name=AXIS, devices=self.devices, in_axes=(0, 0, 0, 0, None, None), donate_argnums=(0, 1)
+        )
+
+    def compile_eval(self, apply_fn, example_args):
+        return jax.pmap(step_lib.make_evaluate(apply_fn, axis_name=AXIS), axis_name=AXIS, devices=self.devices)
+
+    def eval_batch_multiple(self) -> int:
+        return self.num_devices
+
+
+class ShardedPlacement(Placement):
+    """`jax.jit` over a 1-D device mesh: replicated state, batch split on `data`."""
+
+    mode = "sharded"
+
+    def __init__(self, devices: list[Any]):
+        super().__init__(devices)
+        self.mesh = Mesh(np.array(devices), (AXIS,))
+        self._replicated = NamedSharding(self.mesh, P())
+        self._batch = NamedSharding(self.mesh, P(AXIS))
+
+    def put_replicated(self, tree: Any) -> Any:
+        return jax.device_put(tree, self._replicated)
+
+    def put_eval(self, images, labels, weights):
+        return jax.device_put((images, labels, weights), NamedSharding(self.mesh, P(None, AXIS)))
+
+    def to_host(self, tree: Any) -> Any:
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+
+    def _constrain(self, x: jax.Array) -> jax.Array:
+        return jax.lax.with_sharding_constraint(x, self._batch)
+
+    def compile_train(self, apply_fn, tx, layout, example_args):
+        fn = step_lib.make_train_chunk(apply_fn, tx, layout, constrain_batch=self._constrain)
+        jitted = jax.jit(fn, donate_argnums=(0, 1), out_shardings=self._replicated)
+        return jitted.lower(*example_args).compile()
+
+    def compile_eval(self, apply_fn, example_args):
+        fn = step_lib.make_evaluate(apply_fn, constrain_batch=self._constrain)
+        return jax.jit(fn, out_shardings=self._replicated).lower(*example_args).compile()
+
+    def eval_batch_multiple(self) -> int:
+        return self.num_devices
+
+
+def make_placement(config: Config, devices: list[Any] | None = None) -> Placement:
+    """The placement for `config.parallel`; refuses a batch that does not split evenly."""
+    devices = list(devices if devices is not None else jax.devices())
+    mode = resolve_mode(config, len(devices))
+    if mode == "none":
+        return Placement(devices[:1])
+    if config.batch_size % len(devices):
+        raise ConfigError(
+            f"--batch_size: {config.batch_size} does not divide evenly across {len(devices)} devices "
+            f"for --parallel={mode}; use a multiple of {len(devices)}"
+        )
+    return (PmapPlacement if mode == "pmap" else ShardedPlacement)(devices)
+
+
+def pad_eval(images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad to whole batches and reshape to (num_batches, batch, ...); padding has weight 0."""
+    n = len(labels)
+    num_batches = max(-(-n // batch), 1)
+    pad = num_batches * batch - n
+    weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    shape = (num_batches, batch)
+    return images.reshape(*shape, *images.shape[1:]), labels.reshape(shape), weights.reshape(shape)
