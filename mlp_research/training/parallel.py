@@ -14,7 +14,7 @@ sums over the global batch divided by its size.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -51,6 +51,10 @@ class Placement:
         """State and training data: a full copy on every device."""
         return jax.device_put(tree, self.devices[0])
 
+    def put_broadcast(self, array: np.ndarray) -> Any:
+        """An argument every device reads whole (the epoch's batch order)."""
+        return self.put_replicated(array)
+
     def put_eval(self, images: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple:
         """Eval arrays shaped (num_batches, batch, ...), as `pad_eval` makes them."""
         return self.put_replicated((images, labels, weights))
@@ -60,13 +64,13 @@ class Placement:
         return jax.tree.map(np.asarray, jax.device_get(tree))
 
     # ------------------------------------------------------------ functions
-    def compile_train(self, apply_fn, tx, layout: step_lib.EpochLayout, example_args: tuple) -> Callable:
-        """Compiled `train_chunk(state, totals, images, labels, order, chunk)`."""
-        fn = jax.jit(step_lib.make_train_chunk(apply_fn, tx, layout), donate_argnums=(0, 1))
-        return fn.lower(*example_args).compile()
+    def train_fn(self, apply_fn, tx, layout: step_lib.EpochLayout) -> Any:
+        """`train_chunk(state, totals, images, labels, order, chunk)`, jitted for this placement."""
+        return jax.jit(step_lib.make_train_chunk(apply_fn, tx, layout), donate_argnums=(0, 1))
 
-    def compile_eval(self, apply_fn, example_args: tuple) -> Callable:
-        return jax.jit(step_lib.make_evaluate(apply_fn)).lower(*example_args).compile()
+    def eval_fn(self, apply_fn) -> Any:
+        """`evaluate(params, images, labels, weights) -> Totals`, jitted for this placement."""
+        return jax.jit(step_lib.make_evaluate(apply_fn))
 
     def eval_batch_multiple(self) -> int:
         return 1
@@ -92,6 +96,9 @@ class PmapPlacement(Placement):
     def to_host(self, tree: Any) -> Any:
         return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_shards[0].data))[0], tree)
 
+    def put_broadcast(self, array):
+        return array  # pmap's in_axes=None sends it to every device
+
     def put_eval(self, images, labels, weights):
         # (num_batches, batch, ...) -> (devices, num_batches, batch / devices, ...): each device
         # holds and evaluates its own share of every eval batch.
@@ -107,14 +114,14 @@ class PmapPlacement(Placement):
 
         return tuple(put(split(a)) for a in (images, labels, weights))
 
-    def compile_train(self, apply_fn, tx, layout, example_args):
+    def train_fn(self, apply_fn, tx, layout):
         fn = step_lib.make_train_chunk(apply_fn, tx, layout, axis_name=AXIS, num_shards=self.num_devices)
         # The epoch order and chunk index are the same for every device: broadcast them.
         return jax.pmap(
             fn, axis_name=AXIS, devices=self.devices, in_axes=(0, 0, 0, 0, None, None), donate_argnums=(0, 1)
         )
 
-    def compile_eval(self, apply_fn, example_args):
+    def eval_fn(self, apply_fn):
         return jax.pmap(step_lib.make_evaluate(apply_fn, axis_name=AXIS), axis_name=AXIS, devices=self.devices)
 
     def eval_batch_multiple(self) -> int:
@@ -144,14 +151,13 @@ class ShardedPlacement(Placement):
     def _constrain(self, x: jax.Array) -> jax.Array:
         return jax.lax.with_sharding_constraint(x, self._batch)
 
-    def compile_train(self, apply_fn, tx, layout, example_args):
+    def train_fn(self, apply_fn, tx, layout):
         fn = step_lib.make_train_chunk(apply_fn, tx, layout, constrain_batch=self._constrain)
-        jitted = jax.jit(fn, donate_argnums=(0, 1), out_shardings=self._replicated)
-        return jitted.lower(*example_args).compile()
+        return jax.jit(fn, donate_argnums=(0, 1), out_shardings=self._replicated)
 
-    def compile_eval(self, apply_fn, example_args):
+    def eval_fn(self, apply_fn):
         fn = step_lib.make_evaluate(apply_fn, constrain_batch=self._constrain)
-        return jax.jit(fn, out_shardings=self._replicated).lower(*example_args).compile()
+        return jax.jit(fn, out_shardings=self._replicated)
 
     def eval_batch_multiple(self) -> int:
         return self.num_devices
