@@ -14,7 +14,9 @@ from mlp_research import cli
 from mlp_research.workdir import prepare_workdir
 
 cli.define_config_flags()
-flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>).")
+flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>). A workdir with a "
+                    "checkpoint resumes from it.")
+flags.DEFINE_boolean("restart", False, "Discard the workdir's checkpoints and outputs and start over.")
 FLAGS = flags.FLAGS
 
 
@@ -27,7 +29,7 @@ def main(argv: list[str]) -> None:
     )
     from mlp_research.training.loop import train_and_evaluate  # after flag checks: imports JAX
 
-    summary = train_and_evaluate(config, workdir)
+    summary = train_and_evaluate(config, workdir, restart=FLAGS.restart)
     final = summary["final"]
     print(
         f"done: val_acc {final['val_acc']:.4f}  val_loss {final['val_loss']:.4f}  train_loss {final['train_loss']:.4f}  "

@@ -63,6 +63,12 @@ class Config:
     steps_per_call: int = _field(0, "Training steps per compiled call; 0 runs a whole epoch per call.")
     parallel: str = _field("auto", f"Data parallelism: {', '.join(PARALLEL_MODES)}.")
     progress: bool = _field(True, "Print a progress line per epoch.")
+    # Checkpoints.
+    checkpoint_every_epochs: int = _field(1, "Save a checkpoint every N epochs (0: only at the end).")
+    checkpoint_every_steps: int = _field(
+        0, "Also save every N steps, at the first compiled-call boundary after it (see --steps_per_call); 0: off."
+    )
+    keep_checkpoints: int = _field(3, "How many recent checkpoints to keep (0: all).")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,6 +99,9 @@ class Config:
         check(self.synthetic_test_size >= 1, "synthetic_test_size", "must be >= 1")
         check(self.steps_per_call >= 0, "steps_per_call", f"must be >= 0, got {self.steps_per_call}")
         check(self.parallel in PARALLEL_MODES, "parallel", f"unknown mode {self.parallel!r}; choose one of {', '.join(PARALLEL_MODES)}")
+        check(self.checkpoint_every_epochs >= 0, "checkpoint_every_epochs", "must be >= 0")
+        check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
+        check(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0")
         n_train = self.num_train_examples()
         check(n_train >= 1, "val_fraction", f"leaves no training examples (val_fraction={self.val_fraction})")
         check(

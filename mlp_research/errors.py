@@ -6,6 +6,8 @@ tells scripts and schedulers what kind of failure happened without parsing text.
 
 from __future__ import annotations
 
+import sys
+
 
 class UserError(Exception):
     """A failure the user can fix; `exit_code` is what the process exits with."""
@@ -53,3 +55,8 @@ class CheckpointError(UserError):
     """No usable checkpoint could be restored."""
 
     exit_code = 8
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr: something was recovered from, the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

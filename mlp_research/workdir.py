@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mlp_research.errors import ConfigError
+from mlp_research.errors import ConfigError, WorkdirLockedError
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -20,3 +20,38 @@ def prepare_workdir(workdir: str) -> str:
     if not os.access(workdir, os.W_OK):
         raise ConfigError(f"--workdir: {workdir} is not writable")
     return workdir
+
+
+class WorkdirLock:
+    """An exclusive lock on a work directory, so two runs never write the same checkpoints.
+
+    Uses `flock` on `<workdir>/.lock`: the kernel releases it when the holder
+    exits for any reason (kill -9 included), so a stale lock never blocks a resume.
+    """
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> "WorkdirLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise WorkdirLockedError(
+                f"--workdir: {os.path.dirname(self.path)} is in use by process {holder}; "
+                "wait for it to finish or use another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None

@@ -8,6 +8,8 @@ compiled call, per epoch one evaluation and one host sync for the metrics row.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import platform
@@ -19,15 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlp_research import checkpoint as checkpoint_lib
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
-from mlp_research.errors import ConfigError, NonFiniteLossError
-from mlp_research.workdir import prepare_workdir
+from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, warn
 from mlp_research.models import build_model, to_canonical
 from mlp_research.training import metrics as metrics_lib
 from mlp_research.training import parallel
 from mlp_research.training import step as step_lib
 from mlp_research.training.optim import make_optimizer
+from mlp_research.training.preemption import StopOnSignal
+from mlp_research.workdir import WorkdirLock, prepare_workdir
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,12 @@ class Run:
         self.eval_batch = eval_batch
 
         t0 = time.perf_counter()
-        self._init = self._compile_init()
+        # Initialisation is one compiled call rather than hundreds of eager ops. It runs once, so
+        # XLA's backend optimisations are off: on CPU they make compiling the random-number code
+        # take ~2 s instead of ~0.3 s, for the same values.
+        self._init = jax.jit(init_state_fn(config, self.layout.steps_per_epoch)).lower(self.init_key).compile(
+            compiler_options={"xla_backend_optimization_level": 0}
+        )
         state = self.init_state()
         totals = placement.put_replicated(step_lib.Totals.zeros())
         order = self.epoch_order(0)
@@ -66,19 +75,8 @@ class Run:
         self.evaluate = self._eval_any.lower(state.params, *self.eval_data).compile()
         self.compile_seconds = time.perf_counter() - t0
 
-    def _compile_init(self):
-        """Initialisation as one compiled call, not hundreds of eager ops.
-
-        It runs once, so XLA's backend optimisations are off: on CPU they make
-        compiling the random-number code take ~2 s instead of ~0.3 s, for the
-        same values.
-        """
-
-        def init(key: jax.Array) -> step_lib.TrainState:
-            params = self.model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
-            return step_lib.TrainState(jnp.zeros((), jnp.int32), params, self.tx.init(params))
-
-        return jax.jit(init).lower(self.init_key).compile(compiler_options={"xla_backend_optimization_level": 0})
+    def abstract_host_state(self) -> step_lib.TrainState:
+        return abstract_host_state(self.config)
 
     def init_state(self) -> step_lib.TrainState:
         """Fresh parameters and optimiser state, placed on the device(s)."""
@@ -94,74 +92,189 @@ class Run:
         return self.placement.to_host(self._eval_any(params, *data))
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict:
-    """Train `config` and write metrics.jsonl, summary.json, curves.png and TensorBoard events to `workdir`."""
+OUTPUTS = (metrics_lib.METRICS_FILE, metrics_lib.SUMMARY_FILE, metrics_lib.CURVES_FILE, metrics_lib.TENSORBOARD_DIR)
+
+
+def init_state_fn(config: Config, steps_per_epoch: int):
+    """`init(key) -> TrainState` for a config: Flax parameters and optax state."""
+    model, tx = build_model(config.model), make_optimizer(config, steps_per_epoch)
+
+    def init(key: jax.Array) -> step_lib.TrainState:
+        params = model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
+        return step_lib.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+    return init
+
+
+def abstract_host_state(config: Config) -> step_lib.TrainState:
+    """Zeros shaped like a run's state, on the host: the restore target for its checkpoints."""
+    shapes = jax.eval_shape(init_state_fn(config, 1), jax.random.PRNGKey(0))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> dict:
+    """Train `config` in `workdir`, resuming from its latest checkpoint unless `restart`.
+
+    Writes metrics.jsonl, summary.json, curves.png, TensorBoard events and
+    Orbax checkpoints. Returns the summary plus the final canonical parameters
+    under "params".
+    """
     start = time.perf_counter()
     prepare_workdir(workdir)
-    placement = parallel.make_placement(config)
+    primary = jax.process_index() == 0
+    if not restart:  # refuse a mismatched resume before anything in the workdir changes
+        checkpoint_lib.Checkpoints(workdir, read_only=True).check_compatible(config)
+    with WorkdirLock(workdir) if primary else contextlib.nullcontext():
+        if restart and primary:
+            checkpoint_lib.discard(workdir, OUTPUTS)
+        checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
+        try:
+            return _train(config, workdir, checkpoints, primary, start)
+        finally:
+            checkpoints.close()
 
+
+def _train(config: Config, workdir: str, checkpoints: checkpoint_lib.Checkpoints, primary: bool,
+           start: float) -> dict:
+    placement = parallel.make_placement(config)
     t0 = time.perf_counter()
     splits = load_splits(config)
     data_seconds = time.perf_counter() - t0
     if config.batch_size > len(splits.train):
         raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
-
     run = Run(config, splits, placement)
-    log.info("compiled in %.2f s on %d %s device(s), parallel=%s", run.compile_seconds,
-             placement.num_devices, jax.devices()[0].platform, placement.mode)
-    if config.progress:
-        print(
-            f"{config.model.model} {list(config.model.layer_sizes)} ({config.model.num_params():,} params), "
-            f"{len(splits.train):,} train / {len(splits.eval):,} {splits.eval.name} examples, "
-            f"data {data_seconds:.2f} s, compile {run.compile_seconds:.2f} s, "
-            f"{placement.num_devices} {jax.devices()[0].platform} device(s), parallel={placement.mode}",
-            flush=True,
-        )
+    layout = run.layout
 
-    state = run.init_state()
-    rows: list[metrics_lib.MetricsRow] = []
-    writer = metrics_lib.MetricsWriter(workdir)
-    train_x, train_y = run.train_data
-    try:
-        for epoch in range(config.max_epochs):
-            t_epoch = time.perf_counter()
-            order = run.epoch_order(epoch)
-            totals = placement.put_replicated(step_lib.Totals.zeros())
-            for chunk in range(run.layout.chunks_per_epoch):
-                state, totals = run.train_chunk(state, totals, train_x, train_y, order, jnp.int32(chunk))
-            eval_totals = run.evaluate(state.params, *run.eval_data)
-            totals, eval_totals = placement.to_host((totals, eval_totals))
-            seconds = time.perf_counter() - t_epoch
-            check_finite(totals, epoch + 1, run.layout.steps_per_epoch)
-            train_loss, train_acc = totals.means()
-            val_loss, val_acc = eval_totals.means()
-            row = metrics_lib.MetricsRow(
-                epoch=epoch + 1,
-                step=(epoch + 1) * run.layout.steps_per_epoch,
-                train_loss=train_loss,
-                train_acc=train_acc,
-                val_loss=val_loss,
-                val_acc=val_acc,
-                seconds=seconds,
-                examples_per_second=len(splits.train) / seconds,
+    resumed = checkpoints.restore(config, run.abstract_host_state(), warn=warn)
+    if resumed is None:
+        state, position, history = run.init_state(), checkpoint_lib.Position(), []
+    else:
+        state, position, history = placement.put_replicated(resumed.state), resumed.position, resumed.history
+        if position.step_in_epoch % layout.steps_per_chunk:
+            raise ConfigError(
+                f"--steps_per_call: the checkpoint stops at step {position.step_in_epoch} of an epoch, which "
+                f"is not a multiple of {layout.steps_per_chunk}; resume with the run's original --steps_per_call"
             )
-            rows.append(row)
-            writer.write(row)
-            if config.progress:
-                print(row.progress_line(config.max_epochs), flush=True)
-    finally:
-        writer.close()
+    rows = [metrics_lib.MetricsRow.from_dict(row) for row in history]
+    if config.progress and primary:
+        _print_header(config, splits, run, data_seconds, resumed, position)
 
+    writer = None
+    if primary:
+        metrics_lib.write_rows(workdir, rows)  # exactly the checkpoint's history: no duplicates, no gaps
+        writer = metrics_lib.MetricsWriter(workdir)
+    train_x, train_y = run.train_data
+    last_saved = resumed.step if resumed else -1
+
+    def save(position: checkpoint_lib.Position) -> int:
+        step = position.epoch * layout.steps_per_epoch + position.step_in_epoch
+        checkpoints.save(step, placement.to_host(state), config, position, [dataclasses.asdict(r) for r in rows])
+        return step
+
+    try:
+        with StopOnSignal(announce=primary) as stop:
+            for epoch in range(position.epoch, config.max_epochs):
+                t_epoch = time.perf_counter()
+                order = run.epoch_order(epoch)
+                first_chunk = position.step_in_epoch // layout.steps_per_chunk if epoch == position.epoch else 0
+                if first_chunk:
+                    totals = placement.put_replicated(step_lib.Totals(
+                        jnp.float32(position.loss_sum), jnp.int32(position.correct), jnp.int32(position.count),
+                        jnp.int32(-1)))
+                else:
+                    totals = placement.put_replicated(step_lib.Totals.zeros())
+                for chunk in range(first_chunk, layout.chunks_per_epoch):
+                    state, totals = run.train_chunk(state, totals, train_x, train_y, order, jnp.int32(chunk))
+                    done = (chunk + 1) * layout.steps_per_chunk
+                    if done >= layout.steps_per_epoch:
+                        break
+                    global_step = epoch * layout.steps_per_epoch + done
+                    every = config.checkpoint_every_steps
+                    due = every and global_step // every != (global_step - layout.steps_per_chunk) // every
+                    if stop.requested or due:
+                        host_totals = placement.to_host(totals)
+                        check_finite(host_totals, epoch + 1, layout.steps_per_epoch)
+                        last_saved = save(checkpoint_lib.Position(
+                            epoch, done, float(host_totals.loss_sum), int(host_totals.correct),
+                            int(host_totals.count)))
+                    if stop.requested:
+                        _preempted(stop, checkpoints, last_saved)
+                eval_totals = run.evaluate(state.params, *run.eval_data)
+                totals, eval_totals = placement.to_host((totals, eval_totals))
+                seconds = time.perf_counter() - t_epoch
+                check_finite(totals, epoch + 1, layout.steps_per_epoch)
+                row = _row(epoch, layout, totals, eval_totals, seconds)
+                rows.append(row)
+                if writer is not None:
+                    writer.write(row)
+                if config.progress and primary:
+                    print(row.progress_line(config.max_epochs), flush=True)
+                every = config.checkpoint_every_epochs
+                if stop.requested or epoch + 1 == config.max_epochs or (every and (epoch + 1) % every == 0):
+                    last_saved = save(checkpoint_lib.Position(epoch + 1, 0))
+                if stop.requested:
+                    _preempted(stop, checkpoints, last_saved)
+    finally:
+        if writer is not None:
+            writer.close()
+
+    if not rows:
+        raise ConfigError(f"--max_epochs: {config.max_epochs} trains nothing; the run is empty")
     host_state = placement.to_host(state)
     test_metrics = None
     if config.test_at_end and splits.eval is not splits.test:
         test_loss, test_acc = run.evaluate_split(state.params, splits.test).means()
         test_metrics = {"test_loss": test_loss, "test_acc": test_acc}
-    metrics_lib.plot_curves(rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=_title(config))
     summary = build_summary(config, rows, run, splits, data_seconds, time.perf_counter() - start, test_metrics)
-    metrics_lib.write_json(os.path.join(workdir, metrics_lib.SUMMARY_FILE), summary)
+    summary["resumed_from_step"] = resumed.step if resumed else None
+    summary["checkpoint"] = checkpoints.path(last_saved) if last_saved >= 0 else None
+    if primary:
+        metrics_lib.plot_curves(rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=_title(config))
+        metrics_lib.write_json(os.path.join(workdir, metrics_lib.SUMMARY_FILE), summary)
     summary["params"] = to_canonical(config.model, host_state.params)
     return summary
+
+
+def _row(epoch: int, layout: step_lib.EpochLayout, totals: step_lib.Totals, eval_totals: step_lib.Totals,
+         seconds: float) -> metrics_lib.MetricsRow:
+    train_loss, train_acc = totals.means()
+    val_loss, val_acc = eval_totals.means()
+    return metrics_lib.MetricsRow(
+        epoch=epoch + 1,
+        step=(epoch + 1) * layout.steps_per_epoch,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_loss=val_loss,
+        val_acc=val_acc,
+        seconds=seconds,
+        examples_per_second=layout.num_train / seconds,
+    )
+
+
+def _preempted(stop: StopOnSignal, checkpoints: checkpoint_lib.Checkpoints, step: int) -> None:
+    checkpoints.wait()
+    raise PreemptedError(
+        f"stopped by {stop.signal_name}; checkpoint saved in {checkpoints.path(step)}; "
+        "run the same command again to resume"
+    )
+
+
+def _print_header(config: Config, splits: Splits, run: Run, data_seconds: float, resumed, position) -> None:
+    placement = run.placement
+    print(
+        f"{config.model.model} {list(config.model.layer_sizes)} ({config.model.num_params():,} params), "
+        f"{len(splits.train):,} train / {len(splits.eval):,} {splits.eval.name} examples, "
+        f"data {data_seconds:.2f} s, compile {run.compile_seconds:.2f} s, "
+        f"{placement.num_devices} {jax.devices()[0].platform} device(s), parallel={placement.mode}",
+        flush=True,
+    )
+    if resumed is not None:
+        where = f"epoch {position.epoch + 1}" + (f", step {position.step_in_epoch}" if position.step_in_epoch else "")
+        if position.epoch >= config.max_epochs:
+            print(f"already trained {position.epoch} epochs (checkpoint {resumed.path}); raise --max_epochs to "
+                  "train further", flush=True)
+        else:
+            print(f"resuming from {resumed.path} at {where}", flush=True)
 
 
 def check_finite(totals: step_lib.Totals, epoch: int, steps_per_epoch: int) -> None:

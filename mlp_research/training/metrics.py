@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from typing import Iterable, Sequence
 
-log = logging.getLogger(__name__)
+from mlp_research.training.tensorboard import ScalarWriter
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -71,21 +70,15 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, tensorboard: bool = True):
         self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
-        self._tb = None
-        if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                log.warning("tensorboardX is not installed; no TensorBoard events will be written")
-            else:
-                self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), flush_secs=10)
+        self._tb = ScalarWriter(os.path.join(workdir, TENSORBOARD_DIR)) if tensorboard else None
 
     def write(self, row: MetricsRow) -> None:
         self._jsonl.write(row.to_json() + "\n")
         self._jsonl.flush()
         if self._tb is not None:
             for name in ("train_loss", "train_acc", "val_loss", "val_acc", "examples_per_second"):
-                self._tb.add_scalar(name, getattr(row, name), row.epoch)
+                self._tb.scalar(name, getattr(row, name), row.epoch)
+            self._tb.flush()
 
     def close(self) -> None:
         self._jsonl.close()

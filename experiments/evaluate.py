@@ -1,0 +1,33 @@
+"""Evaluate a run's latest checkpoint: `python -m experiments.evaluate --workdir=W [--export=params.npz]`.
+
+Prints one JSON line with test_acc, test_loss, the checkpoint and its step.
+`--export` also writes the parameters in the canonical .npz layout
+(see `mlp_research.checkpoint.export_npz`), which every backend can load.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from mlp_research import cli
+
+flags.DEFINE_string("workdir", None, "Work directory of a run (holds checkpoints/).", required=True)
+flags.DEFINE_string("export", None, "Also write the parameters to this .npz file (canonical layout).")
+flags.DEFINE_enum("split", "test", ["test", "train", "validation"], "Split to evaluate.")
+flags.DEFINE_string("data_dir", None, "Override the data directory stored in the checkpoint.")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from mlp_research.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(FLAGS.workdir, split=FLAGS.split, data_dir=FLAGS.data_dir, export=FLAGS.export)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    cli.run(main)
