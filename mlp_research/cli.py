@@ -68,8 +68,8 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as e:
         message = str(e)
-    except OSError as e:  # ml_collections reports an unreadable --config file this way
-        message = "--config: " + " ".join(str(e).split())
+    except Exception as e:  # noqa: BLE001 -- ml_collections runs the --config file while parsing
+        message = f"--config: cannot load it: {type(e).__name__}: {e}"
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     one_line = lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}"
     print(f"error: {one_line}", file=sys.stderr)

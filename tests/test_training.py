@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import REPO, tiny_config
 
+from conftest import REPO, tiny_config
 from mlp_research.config import Config
 from mlp_research.data import load_splits
 from mlp_research.errors import NonFiniteLossError

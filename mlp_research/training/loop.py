@@ -120,30 +120,31 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
     under "params".
     """
     start = time.perf_counter()
+    placement = parallel.make_placement(config)  # refuses an uneven batch split before any work
     prepare_workdir(workdir)
     primary = jax.process_index() == 0
     if not restart:  # refuse a mismatched resume before anything in the workdir changes
         checkpoint_lib.Checkpoints(workdir, read_only=True).check_compatible(config)
     with WorkdirLock(workdir) if primary else contextlib.nullcontext():
+        t0 = time.perf_counter()
+        splits = load_splits(config)
+        data_seconds = time.perf_counter() - t0
+        if config.batch_size > len(splits.train):
+            raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
+        run = Run(config, splits, placement)
+        # Only now, with config, data and compilation known to be good, does the workdir change.
         if restart and primary:
             checkpoint_lib.discard(workdir, OUTPUTS)
         checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
         try:
-            return _train(config, workdir, checkpoints, primary, start)
+            return _train(run, workdir, checkpoints, primary, start, data_seconds)
         finally:
             checkpoints.close()
 
 
-def _train(config: Config, workdir: str, checkpoints: checkpoint_lib.Checkpoints, primary: bool,
-           start: float) -> dict:
-    placement = parallel.make_placement(config)
-    t0 = time.perf_counter()
-    splits = load_splits(config)
-    data_seconds = time.perf_counter() - t0
-    if config.batch_size > len(splits.train):
-        raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
-    run = Run(config, splits, placement)
-    layout = run.layout
+def _train(run: Run, workdir: str, checkpoints: checkpoint_lib.Checkpoints, primary: bool, start: float,
+           data_seconds: float) -> dict:
+    config, splits, placement, layout = run.config, run.splits, run.placement, run.layout
 
     resumed = checkpoints.restore(config, run.abstract_host_state(), warn=warn)
     if resumed is None:
@@ -342,6 +343,7 @@ def build_summary(config, rows, run: Run, splits: Splits, data_seconds: float, t
         "per_device_examples_per_second": len(splits.train) / steady / run.placement.num_devices,
         "achieved_gflops": train_flops / steady / 1e9,
         "parallel": run.placement.mode,
+        "process_index": jax.process_index(),
         "num_devices": run.placement.num_devices,
         "device": device_description(),
         "versions": library_versions(),

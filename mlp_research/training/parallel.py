@@ -141,13 +141,15 @@ class ShardedPlacement(Placement):
         self._batch = NamedSharding(self.mesh, P(AXIS))
 
     def put_replicated(self, tree: Any) -> Any:
-        return jax.device_put(tree, self._replicated)
+        return jax.tree.map(lambda x: _global_array(x, self._replicated), tree)
 
     def put_eval(self, images, labels, weights):
-        return jax.device_put((images, labels, weights), NamedSharding(self.mesh, P(None, AXIS)))
+        sharding = NamedSharding(self.mesh, P(None, AXIS))
+        return tuple(_global_array(a, sharding) for a in (images, labels, weights))
 
     def to_host(self, tree: Any) -> Any:
-        return jax.tree.map(np.asarray, jax.device_get(tree))
+        # Replicated values: any local shard is the whole value (also when other processes hold the rest).
+        return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data), tree)
 
     def _constrain(self, x: jax.Array) -> jax.Array:
         return jax.lax.with_sharding_constraint(x, self._batch)
@@ -164,10 +166,18 @@ class ShardedPlacement(Placement):
         return self.num_devices
 
 
+def _global_array(value: Any, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host value every process holds; each process fills only its own devices."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
 def make_placement(config: Config, devices: list[Any] | None = None) -> Placement:
     """The placement for `config.parallel`; refuses a batch that does not split evenly."""
     devices = list(devices if devices is not None else jax.devices())
     mode = resolve_mode(config, len(devices))
+    if jax.process_count() > 1 and mode != "sharded":
+        raise ConfigError(f"--parallel: a multi-process run needs --parallel=sharded (or auto), not {mode}")
     if mode == "none":
         return Placement(devices[:1])
     if config.batch_size % len(devices):
