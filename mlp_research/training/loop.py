@@ -126,6 +126,8 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
     if not restart:  # refuse a mismatched resume before anything in the workdir changes
         checkpoint_lib.Checkpoints(workdir, read_only=True).check_compatible(config)
     with WorkdirLock(workdir) if primary else contextlib.nullcontext():
+        if primary:
+            metrics_lib.preload_plotting()
         t0 = time.perf_counter()
         splits = load_splits(config)
         data_seconds = time.perf_counter() - t0

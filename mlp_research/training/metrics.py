@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from typing import Iterable, Sequence
 
 from mlp_research.training.tensorboard import ScalarWriter
@@ -86,12 +87,23 @@ class MetricsWriter:
             self._tb.close()
 
 
-def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> None:
-    """train loss, val loss and val acc against epoch, like the book's figure."""
+def _import_pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def preload_plotting() -> None:
+    """Import matplotlib in a background thread (~1 s) while data load and compilation release the GIL."""
+    threading.Thread(target=_import_pyplot, name="preload-matplotlib", daemon=True).start()
+
+
+def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> None:
+    """train loss, val loss and val acc against epoch, like the book's figure."""
+    plt = _import_pyplot()
 
     rows = list(rows)
     epochs = [r.epoch for r in rows]

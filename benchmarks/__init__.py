@@ -1,0 +1,1 @@
+"""Benchmarks: timed comparisons, run by hand (not timed tests)."""

@@ -1,0 +1,232 @@
+"""Epoch time of the core loop against plain reference loops, on the same machine in one invocation.
+
+    python -m benchmarks.epoch_time --data_dir=../shared/data/fashion_mnist --epochs=6 --out=runs/bench
+    python -m benchmarks.epoch_time --quick            # synthetic data, 2 epochs: a smoke run
+
+Each case runs in its own subprocess (clean memory numbers, no shared caches):
+- `core`: `experiments.train`'s loop (`train_and_evaluate`), epoch time as it reports it
+  (training plus the per-epoch evaluation of the test split).
+- `jax_plain`: a straightforward per-batch `jax.jit` step fed from host numpy batches,
+  plus the same evaluation, i.e. what one writes first.
+- `torch_plain`: the same model in torch with tensors resident in memory, no DataLoader.
+
+Steady epoch = median over epochs after the first. Writes `bench.json` and `bench.md` to --out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_string("data_dir", os.environ.get("MLP_RESEARCH_DATA_DIR", ""), "Fashion-MNIST IDX directory.")
+flags.DEFINE_integer("epochs", 6, "Epochs per case (the first is warm-up).")
+flags.DEFINE_list("cases", ["core", "jax_plain", "torch_plain"], "Cases to run.")
+flags.DEFINE_list("models", ["mlp_scratch", "mlp"], "Models to time.")
+flags.DEFINE_boolean("quick", False, "Synthetic data, 2 epochs: checks the harness, not the machine.")
+flags.DEFINE_string("out", "runs/bench", "Output directory.")
+flags.DEFINE_string("case", None, "Internal: run one case in this process and print its JSON.")
+flags.DEFINE_string("model", "mlp_scratch", "Internal: the model of --case.")
+FLAGS = flags.FLAGS
+
+BATCH, LR = 256, 0.1
+
+
+def _config(model: str):
+    from mlp_research.config import Config
+
+    data = {"dataset": "synthetic"} if FLAGS.quick else {"data_dir": FLAGS.data_dir}
+    return Config().replace(model=model, max_epochs=FLAGS.epochs, progress=False, checkpoint_every_epochs=0, **data)
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def case_core(model: str) -> dict:
+    import tempfile
+
+    from mlp_research.training.loop import train_and_evaluate
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = train_and_evaluate(_config(model), workdir)
+        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {
+        "epoch_seconds": [r["seconds"] for r in rows],
+        "compile_seconds": summary["compile_seconds"],
+        "time_to_result": time.perf_counter() - t0,
+        "final_val_acc": summary["final"]["val_acc"],
+        "device": summary["device"]["kind"],
+    }
+
+
+def case_jax_plain(model: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from mlp_research.data import load_splits
+    from mlp_research.models import build_model
+
+    t0 = time.perf_counter()
+    config = _config(model)
+    splits = load_splits(config)
+    net, tx = build_model(config.model), optax.sgd(LR)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28)))["params"]
+    opt_state = tx.init(params)
+
+    def loss_fn(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(net.apply({"params": p}, x), y).mean()
+
+    @jax.jit
+    def step(p, s, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    @jax.jit
+    def eval_batch(p, x, y):
+        logits = net.apply({"params": p}, x)
+        return (optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), (logits.argmax(-1) == y).sum())
+
+    x_train, y_train, x_test, y_test = splits.train.images, splits.train.labels, splits.test.images, splits.test.labels
+    rng = np.random.default_rng(0)
+    times, compile_seconds, acc = [], 0.0, 0.0
+    for epoch in range(config.max_epochs):
+        t = time.perf_counter()
+        perm = rng.permutation(len(y_train))
+        for i in range(0, len(perm), BATCH):
+            idx = perm[i : i + BATCH]
+            params, opt_state, loss = step(params, opt_state, x_train[idx], y_train[idx])
+        correct = 0
+        for i in range(0, len(y_test), BATCH):
+            _, c = eval_batch(params, x_test[i : i + BATCH], y_test[i : i + BATCH])
+            correct += int(c)
+        acc = correct / len(y_test)
+        times.append(time.perf_counter() - t)
+        if epoch == 0:
+            compile_seconds = float("nan")  # compiled inside the first epoch
+    return {"epoch_seconds": times, "compile_seconds": compile_seconds, "time_to_result": time.perf_counter() - t0,
+            "final_val_acc": acc, "device": jax.devices()[0].device_kind}
+
+
+def case_torch_plain(model: str) -> dict:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from mlp_research.data import load_splits
+
+    t0 = time.perf_counter()
+    config = _config(model)
+    splits = load_splits(config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    x_train = torch.from_numpy(splits.train.images).to(device)
+    y_train = torch.from_numpy(splits.train.labels.astype(np.int64)).to(device)
+    x_test = torch.from_numpy(splits.test.images).to(device)
+    y_test = torch.from_numpy(splits.test.labels.astype(np.int64)).to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    times, acc = [], 0.0
+    for _ in range(config.max_epochs):
+        t = time.perf_counter()
+        perm = torch.randperm(len(y_train), device=device)
+        for i in range(0, len(perm), BATCH):
+            idx = perm[i : i + BATCH]
+            loss = loss_fn(net(x_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            acc = float((net(x_test).argmax(-1) == y_test).float().mean())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return {"epoch_seconds": times, "compile_seconds": 0.0, "time_to_result": time.perf_counter() - t0,
+            "final_val_acc": acc, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+
+
+CASES = {"core": case_core, "jax_plain": case_jax_plain, "torch_plain": case_torch_plain}
+
+
+def run_case(case: str, model: str) -> dict:
+    """Run one case in a fresh interpreter; its JSON result with peak memory."""
+    args = [sys.executable, "-m", "benchmarks.epoch_time", f"--case={case}", f"--model={model}",
+            f"--epochs={FLAGS.epochs}", f"--data_dir={FLAGS.data_dir}", f"--quick={FLAGS.quick}"]
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"case {case}/{model} failed: {done.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - start
+    return result
+
+
+def summarise(result: dict, flops_per_epoch: float) -> dict:
+    epochs = result["epoch_seconds"]
+    steady = statistics.median(epochs[1:] if len(epochs) > 1 else epochs)
+    return {**result, "steady_epoch_seconds": steady, "examples_per_second": 60_000 / steady,
+            "gflops": flops_per_epoch / steady / 1e9}
+
+
+def main(argv: list[str]) -> None:
+    if FLAGS.case:
+        result = CASES[FLAGS.case](FLAGS.model)
+        result["peak_rss_mib"] = _peak_rss_mib()
+        print(json.dumps(result))
+        return
+    if not FLAGS.quick and not FLAGS.data_dir:
+        raise SystemExit("error: --data_dir: needed for real-data timing (or use --quick)")
+    from mlp_research.spec import ModelSpec
+
+    # Training FLOPs of one epoch: forward (2 per MAC) + weight gradients (2) + input gradients of
+    # every layer but the first (2).
+    spec = ModelSpec()
+    macs = [a * b for a, b in zip(spec.layer_sizes[:-1], spec.layer_sizes[1:])]
+    flops_per_epoch = 60_000 * (2 * sum(macs) * 2 + 2 * sum(macs[1:]))
+    os.makedirs(FLAGS.out, exist_ok=True)
+    results = []
+    for model in FLAGS.models:
+        for case in FLAGS.cases:
+            if case == "torch_plain" and model != FLAGS.models[0]:
+                continue  # one torch reference is enough
+            print(f"running {case} / {model} ...", flush=True)
+            r = summarise(run_case(case, model), flops_per_epoch)
+            r.update(case=case, model=model)
+            results.append(r)
+            print(f"  steady epoch {r['steady_epoch_seconds']:.3f} s, {r['gflops']:.0f} GFLOP/s, "
+                  f"val_acc {r['final_val_acc']:.4f}, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else ""}
+    payload = {"machine": machine, "epochs": FLAGS.epochs, "quick": FLAGS.quick, "results": results}
+    with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
+        json.dump(payload, f, indent=2)
+    lines = [f"Device: {machine['device']} ({machine['cpu_count']} CPUs), {FLAGS.epochs} epochs, batch {BATCH}", "",
+             "| case | model | steady epoch (s) | vs jax_plain | GFLOP/s | compile (s) | time to result (s) | "
+             "process (s) | peak RSS (MiB) | val_acc |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    plain = {r["model"]: r["steady_epoch_seconds"] for r in results if r["case"] == "jax_plain"}
+    for r in results:
+        ratio = r["steady_epoch_seconds"] / plain[r["model"]] if r["model"] in plain else float("nan")
+        lines.append(f"| {r['case']} | {r['model']} | {r['steady_epoch_seconds']:.3f} | {ratio:.2f}x | "
+                     f"{r['gflops']:.0f} | {r['compile_seconds']:.2f} | {r['time_to_result']:.2f} | "
+                     f"{r['process_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['final_val_acc']:.4f} |")
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)
