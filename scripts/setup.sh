@@ -14,7 +14,9 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 VENV=.venv
 STAMP=$VENV/.setup-stamp
 
-want=$(cat pyproject.toml scripts/setup.sh plugins/*/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+shopt -s nullglob
+deps=(pyproject.toml scripts/setup.sh plugins/*/pyproject.toml)
+want=$(cat "${deps[@]}" | sha256sum | cut -d' ' -f1)
 want="$want $TORCH_SPEC ${TORCH_INDEX_URL:-}"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
