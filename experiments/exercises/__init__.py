@@ -1,0 +1,1 @@
+"""One experiment file per exercise question; `python -m experiments.report` runs them."""
