@@ -1,8 +1,10 @@
 """Orbax checkpoints of a run, resume logic and the canonical parameter export.
 
-A checkpoint (in `<workdir>/checkpoints/<step>/`) holds two items:
-- `state`: parameters, optimiser state and step counter, as plain host arrays
-  (never replicated, so it restores onto any device count);
+A checkpoint (in `<workdir>/checkpoints/<step>/`) holds three items:
+- `state`: the backend's parameters, optimiser state and step counter, as plain
+  host arrays (never replicated, so it restores onto any device count);
+- `canonical`: the parameters in the canonical layout, so any backend can
+  evaluate the checkpoint without the framework that wrote it;
 - `meta`: JSON with the run's flat config, the position in the data order
   (epoch and step within it), the partial-epoch metric sums, and the metrics
   history. The data order and initialisation are pure functions of the seed,
@@ -91,7 +93,8 @@ class Checkpoints:
             cleanup_tmp_directories=not read_only,  # removes saves that a crash left unfinished
             enable_async_checkpointing=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_names=("state", "canonical", "meta"))
 
     # ---------------------------------------------------------------- read
     def steps(self) -> list[int]:
@@ -150,7 +153,19 @@ class Checkpoints:
         return None
 
     # --------------------------------------------------------------- write
-    def save(self, step: int, host_state: Any, config: Config, position: Position, history: list[dict]) -> None:
+    def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
+        """The canonical parameters of checkpoint `step`, whichever backend wrote it."""
+        abstract = {name: np.zeros(shape, np.float32) for name, shape in spec.canonical_shapes().items()}
+        args = self._ocp.args
+        try:
+            restored = self._manager.restore(step, args=args.Composite(canonical=args.StandardRestore(abstract)))
+        except Exception as e:  # noqa: BLE001
+            reason = " ".join(str(e).split())[:200]
+            raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({reason})") from None
+        return {name: np.asarray(value) for name, value in restored["canonical"].items()}
+
+    def save(self, step: int, host_state: Any, canonical: dict[str, np.ndarray], config: Config, position: Position,
+             history: list[dict]) -> None:
         """Start an asynchronous save; the next save or `close()` waits for it."""
         if step in self._manager.all_steps():
             return
@@ -161,7 +176,11 @@ class Checkpoints:
             "history": history,
         }
         args = self._ocp.args
-        self._manager.save(step, args=args.Composite(state=args.StandardSave(host_state), meta=args.JsonSave(meta)))
+        self._manager.save(step, args=args.Composite(
+            state=args.StandardSave(host_state),
+            canonical=args.StandardSave(dict(canonical)),
+            meta=args.JsonSave(meta),
+        ))
 
     def wait(self) -> None:
         if self._manager is not None:

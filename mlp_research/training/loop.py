@@ -1,115 +1,45 @@
-"""The run driver: `train_and_evaluate(config, workdir)`.
+"""The run driver: `train_and_evaluate(config, workdir)`, the same for every backend.
 
-Loads data, builds the model and optimiser, places everything on the
-device(s), compiles the chunk and eval functions ahead of time (so compile
-time is measured apart from epoch time), then runs epochs: per chunk one
-compiled call, per epoch one evaluation and one host sync for the metrics row.
+It owns what a user sees identically in every framework: the work directory
+and its lock, data loading, the epoch/chunk schedule, metrics rows and their
+writers, checkpoints and resume, preemption, the plot and the summary. The
+backend (`mlp_research.backends`) owns the framework: its `Trainer` trains a
+chunk of steps, evaluates, and converts state to numpy. Per chunk the driver
+makes one backend call, per epoch one evaluation and one host sync.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import platform
+import statistics
 import sys
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
+from mlp_research import backends
 from mlp_research import checkpoint as checkpoint_lib
+from mlp_research.backends.base import Sums, Trainer
+from mlp_research.batching import EpochLayout
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, warn
-from mlp_research.models import build_model, to_canonical
 from mlp_research.training import metrics as metrics_lib
-from mlp_research.training import parallel
-from mlp_research.training import step as step_lib
-from mlp_research.training.optim import make_optimizer
 from mlp_research.training.preemption import StopOnSignal
 from mlp_research.workdir import WorkdirLock, prepare_workdir
-
-log = logging.getLogger(__name__)
-
-
-class Run:
-    """Everything a training run compiles and places, built once from a config."""
-
-    def __init__(self, config: Config, splits: Splits, placement: parallel.Placement):
-        self.config = config
-        self.splits = splits
-        self.placement = placement
-        spec = config.model
-        self.model = build_model(spec)
-        self.layout = step_lib.make_layout(len(splits.train), config.batch_size, config.steps_per_call)
-        self.tx = make_optimizer(config, self.layout.steps_per_epoch)
-        self.init_key = jax.random.PRNGKey(config.seed)
-
-        train = splits.train
-        self.train_data = placement.put_replicated((train.images, train.labels))
-        eval_batch = _round_up(min(config.eval_batch_size, len(splits.eval)), placement.eval_batch_multiple())
-        self.eval_data = placement.put_eval(*parallel.pad_eval(splits.eval.images, splits.eval.labels, eval_batch))
-        self.eval_batch = eval_batch
-
-        t0 = time.perf_counter()
-        # Initialisation is one compiled call rather than hundreds of eager ops. It runs once, so
-        # XLA's backend optimisations are off: on CPU they make compiling the random-number code
-        # take ~2 s instead of ~0.3 s, for the same values.
-        self._init = jax.jit(init_state_fn(config, self.layout.steps_per_epoch)).lower(self.init_key).compile(
-            compiler_options={"xla_backend_optimization_level": 0}
-        )
-        state = self.init_state()
-        totals = placement.put_replicated(step_lib.Totals.zeros())
-        order = self.epoch_order(0)
-        # Compiled ahead of time, so compile time is measured apart from epoch time.
-        self.train_chunk = (
-            placement.train_fn(self.model.apply, self.tx, self.layout)
-            .lower(state, totals, *self.train_data, order, jnp.int32(0))
-            .compile()
-        )
-        self._eval_any = placement.eval_fn(self.model.apply)  # other splits compile on first use
-        self.evaluate = self._eval_any.lower(state.params, *self.eval_data).compile()
-        self.compile_seconds = time.perf_counter() - t0
-
-    def abstract_host_state(self) -> step_lib.TrainState:
-        return abstract_host_state(self.config)
-
-    def init_state(self) -> step_lib.TrainState:
-        """Fresh parameters and optimiser state, placed on the device(s)."""
-        return self.placement.put_replicated(self._init(self.init_key))
-
-    def epoch_order(self, epoch: int) -> jax.Array:
-        """The batch order of epoch `epoch` (0-based), on the device(s)."""
-        return self.placement.put_broadcast(step_lib.epoch_order(self.config.seed, epoch, self.layout))
-
-    def evaluate_split(self, params: Any, split) -> step_lib.Totals:
-        """Evaluate on any split (e.g. test at the end) with the compiled-eval layout."""
-        data = self.placement.put_eval(*parallel.pad_eval(split.images, split.labels, self.eval_batch))
-        return self.placement.to_host(self._eval_any(params, *data))
-
 
 OUTPUTS = (metrics_lib.METRICS_FILE, metrics_lib.SUMMARY_FILE, metrics_lib.CURVES_FILE, metrics_lib.TENSORBOARD_DIR)
 
 
-def init_state_fn(config: Config, steps_per_epoch: int):
-    """`init(key) -> TrainState` for a config: Flax parameters and optax state."""
-    model, tx = build_model(config.model), make_optimizer(config, steps_per_epoch)
+def _process_index(config: Config) -> int:
+    """Multi-process runs exist only for the JAX backend; others never touch JAX's runtime."""
+    if config.backend != "jax":
+        return 0
+    import jax
 
-    def init(key: jax.Array) -> step_lib.TrainState:
-        params = model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
-        return step_lib.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
-
-    return init
-
-
-def abstract_host_state(config: Config) -> step_lib.TrainState:
-    """Zeros shaped like a run's state, on the host: the restore target for its checkpoints."""
-    shapes = jax.eval_shape(init_state_fn(config, 1), jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    return jax.process_index()
 
 
 def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> dict:
@@ -120,9 +50,10 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
     under "params".
     """
     start = time.perf_counter()
-    placement = parallel.make_placement(config)  # refuses an uneven batch split before any work
+    backend = backends.load(config.backend)
+    backend.check(config)  # e.g. refuses an uneven batch split before any work
     prepare_workdir(workdir)
-    primary = jax.process_index() == 0
+    primary = _process_index(config) == 0
     if not restart:  # refuse a mismatched resume before anything in the workdir changes
         checkpoint_lib.Checkpoints(workdir, read_only=True).check_compatible(config)
     with WorkdirLock(workdir) if primary else contextlib.nullcontext():
@@ -133,26 +64,27 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
         data_seconds = time.perf_counter() - t0
         if config.batch_size > len(splits.train):
             raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
-        run = Run(config, splits, placement)
+        trainer = backend.trainer(config, splits)
         # Only now, with config, data and compilation known to be good, does the workdir change.
         if restart and primary:
             checkpoint_lib.discard(workdir, OUTPUTS)
         checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
         try:
-            return _train(run, workdir, checkpoints, primary, start, data_seconds)
+            return _train(config, splits, trainer, workdir, checkpoints, primary, start, data_seconds,
+                          backend.version())
         finally:
             checkpoints.close()
 
 
-def _train(run: Run, workdir: str, checkpoints: checkpoint_lib.Checkpoints, primary: bool, start: float,
-           data_seconds: float) -> dict:
-    config, splits, placement, layout = run.config, run.splits, run.placement, run.layout
-
-    resumed = checkpoints.restore(config, run.abstract_host_state(), warn=warn)
+def _train(config: Config, splits: Splits, trainer: Trainer, workdir: str, checkpoints: checkpoint_lib.Checkpoints,
+           primary: bool, start: float, data_seconds: float, framework_version: str) -> dict:
+    layout = trainer.layout
+    resumed = checkpoints.restore(config, trainer.abstract_state_dict(), warn=warn)
     if resumed is None:
-        state, position, history = run.init_state(), checkpoint_lib.Position(), []
+        position, history = checkpoint_lib.Position(), []
     else:
-        state, position, history = placement.put_replicated(resumed.state), resumed.position, resumed.history
+        trainer.load_state_dict(resumed.state)
+        position, history = resumed.position, resumed.history
         if position.step_in_epoch % layout.steps_per_chunk:
             raise ConfigError(
                 f"--steps_per_call: the checkpoint stops at step {position.step_in_epoch} of an epoch, which "
@@ -160,53 +92,47 @@ def _train(run: Run, workdir: str, checkpoints: checkpoint_lib.Checkpoints, prim
             )
     rows = [metrics_lib.MetricsRow.from_dict(row) for row in history]
     if config.progress and primary:
-        _print_header(config, splits, run, data_seconds, resumed, position)
+        _print_header(config, splits, trainer, data_seconds, resumed, position)
 
     writer = None
     if primary:
         metrics_lib.write_rows(workdir, rows)  # exactly the checkpoint's history: no duplicates, no gaps
         writer = metrics_lib.MetricsWriter(workdir)
-    train_x, train_y = run.train_data
     last_saved = resumed.step if resumed else -1
 
     def save(position: checkpoint_lib.Position) -> int:
         step = position.epoch * layout.steps_per_epoch + position.step_in_epoch
-        checkpoints.save(step, placement.to_host(state), config, position, [dataclasses.asdict(r) for r in rows])
+        checkpoints.save(step, trainer.state_dict(), trainer.get_params(), config, position,
+                         [dataclasses.asdict(r) for r in rows])
         return step
 
     try:
         with StopOnSignal(announce=primary) as stop:
             for epoch in range(position.epoch, config.max_epochs):
                 t_epoch = time.perf_counter()
-                order = run.epoch_order(epoch)
                 first_chunk = position.step_in_epoch // layout.steps_per_chunk if epoch == position.epoch else 0
-                if first_chunk:
-                    totals = placement.put_replicated(step_lib.Totals(
-                        jnp.float32(position.loss_sum), jnp.int32(position.correct), jnp.int32(position.count),
-                        jnp.int32(-1)))
-                else:
-                    totals = placement.put_replicated(step_lib.Totals.zeros())
+                carried = Sums(position.loss_sum, position.correct, position.count) if first_chunk else None
+                trainer.start_epoch(epoch, carried)
                 for chunk in range(first_chunk, layout.chunks_per_epoch):
-                    state, totals = run.train_chunk(state, totals, train_x, train_y, order, jnp.int32(chunk))
-                    done = (chunk + 1) * layout.steps_per_chunk
-                    if done >= layout.steps_per_epoch:
+                    trainer.train_chunk(chunk)
+                    done = layout.steps_done(chunk)
+                    if done == layout.steps_per_epoch:
                         break
                     global_step = epoch * layout.steps_per_epoch + done
                     every = config.checkpoint_every_steps
                     due = every and global_step // every != (global_step - layout.steps_per_chunk) // every
                     if stop.requested or due:
-                        host_totals = placement.to_host(totals)
-                        check_finite(host_totals, epoch + 1, layout.steps_per_epoch)
-                        last_saved = save(checkpoint_lib.Position(
-                            epoch, done, float(host_totals.loss_sum), int(host_totals.correct),
-                            int(host_totals.count)))
+                        sums = trainer.epoch_sums()
+                        check_finite(sums, epoch + 1, layout.steps_per_epoch)
+                        last_saved = save(checkpoint_lib.Position(epoch, done, sums.loss_sum, sums.correct,
+                                                                  sums.count))
                     if stop.requested:
                         _preempted(stop, checkpoints, last_saved)
-                eval_totals = run.evaluate(state.params, *run.eval_data)
-                totals, eval_totals = placement.to_host((totals, eval_totals))
+                eval_sums = trainer.evaluate_eval_split()
+                sums = trainer.epoch_sums()
                 seconds = time.perf_counter() - t_epoch
-                check_finite(totals, epoch + 1, layout.steps_per_epoch)
-                row = _row(epoch, layout, totals, eval_totals, seconds)
+                check_finite(sums, epoch + 1, layout.steps_per_epoch)
+                row = _row(epoch, layout, sums, eval_sums, seconds)
                 rows.append(row)
                 if writer is not None:
                     writer.write(row)
@@ -223,25 +149,24 @@ def _train(run: Run, workdir: str, checkpoints: checkpoint_lib.Checkpoints, prim
 
     if not rows:
         raise ConfigError(f"--max_epochs: {config.max_epochs} trains nothing; the run is empty")
-    host_state = placement.to_host(state)
     test_metrics = None
     if config.test_at_end and splits.eval is not splits.test:
-        test_loss, test_acc = run.evaluate_split(state.params, splits.test).means()
+        test_loss, test_acc = trainer.evaluate(splits.test.images, splits.test.labels).means()
         test_metrics = {"test_loss": test_loss, "test_acc": test_acc}
-    summary = build_summary(config, rows, run, splits, data_seconds, time.perf_counter() - start, test_metrics)
+    summary = build_summary(config, rows, trainer, splits, data_seconds, time.perf_counter() - start, test_metrics,
+                            framework_version)
     summary["resumed_from_step"] = resumed.step if resumed else None
     summary["checkpoint"] = checkpoints.path(last_saved) if last_saved >= 0 else None
     if primary:
         metrics_lib.plot_curves(rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=_title(config))
         metrics_lib.write_json(os.path.join(workdir, metrics_lib.SUMMARY_FILE), summary)
-    summary["params"] = to_canonical(config.model, host_state.params)
+    summary["params"] = trainer.get_params()
     return summary
 
 
-def _row(epoch: int, layout: step_lib.EpochLayout, totals: step_lib.Totals, eval_totals: step_lib.Totals,
-         seconds: float) -> metrics_lib.MetricsRow:
-    train_loss, train_acc = totals.means()
-    val_loss, val_acc = eval_totals.means()
+def _row(epoch: int, layout: EpochLayout, sums: Sums, eval_sums: Sums, seconds: float) -> metrics_lib.MetricsRow:
+    train_loss, train_acc = sums.means()
+    val_loss, val_acc = eval_sums.means()
     return metrics_lib.MetricsRow(
         epoch=epoch + 1,
         step=(epoch + 1) * layout.steps_per_epoch,
@@ -262,26 +187,27 @@ def _preempted(stop: StopOnSignal, checkpoints: checkpoint_lib.Checkpoints, step
     )
 
 
-def _print_header(config: Config, splits: Splits, run: Run, data_seconds: float, resumed, position) -> None:
-    placement = run.placement
+def _print_header(config: Config, splits: Splits, trainer: Trainer, data_seconds: float, resumed, position) -> None:
+    where = trainer.describe()
     print(
-        f"{config.model.model} {list(config.model.layer_sizes)} ({config.model.num_params():,} params), "
+        f"{config.backend}/{config.model.model} {list(config.model.layer_sizes)} "
+        f"({config.model.num_params():,} params), "
         f"{len(splits.train):,} train / {len(splits.eval):,} {splits.eval.name} examples, "
-        f"data {data_seconds:.2f} s, compile {run.compile_seconds:.2f} s, "
-        f"{placement.num_devices} {jax.devices()[0].platform} device(s), parallel={placement.mode}",
+        f"data {data_seconds:.2f} s, compile {trainer.compile_seconds:.2f} s, "
+        f"{where['num_devices']} {where['device']} device(s), parallel={where['parallel']}",
         flush=True,
     )
     if resumed is not None:
-        where = f"epoch {position.epoch + 1}" + (f", step {position.step_in_epoch}" if position.step_in_epoch else "")
+        at = f"epoch {position.epoch + 1}" + (f", step {position.step_in_epoch}" if position.step_in_epoch else "")
         if position.epoch >= config.max_epochs:
             print(f"already trained {position.epoch} epochs (checkpoint {resumed.path}); raise --max_epochs to "
                   "train further", flush=True)
         else:
-            print(f"resuming from {resumed.path} at {where}", flush=True)
+            print(f"resuming from {resumed.path} at {at}", flush=True)
 
 
-def check_finite(totals: step_lib.Totals, epoch: int, steps_per_epoch: int) -> None:
-    bad = int(totals.first_nonfinite_step)
+def check_finite(sums: Sums, epoch: int, steps_per_epoch: int) -> None:
+    bad = sums.first_nonfinite_step
     if bad >= 0:
         raise NonFiniteLossError(
             f"training loss became non-finite in epoch {epoch} at step {bad + 1} "
@@ -289,20 +215,17 @@ def check_finite(totals: step_lib.Totals, epoch: int, steps_per_epoch: int) -> N
         )
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _title(config: Config) -> str:
     spec = config.model
-    return f"{spec.model} {list(spec.layer_sizes)} {spec.activation}, {config.optimizer} lr={config.lr}, batch {config.batch_size}"
+    return (f"{config.backend} {spec.model} {list(spec.layer_sizes)} {spec.activation}, "
+            f"{config.optimizer} lr={config.lr}, batch {config.batch_size}")
 
 
 def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version()}
-    for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    for name in ("mlp-research", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -310,23 +233,13 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def device_description() -> dict[str, Any]:
-    devices = jax.devices()
-    return {
-        "platform": devices[0].platform,
-        "kind": devices[0].device_kind,
-        "count": len(devices),
-        "process_count": jax.process_count(),
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-    }
-
-
-def build_summary(config, rows, run: Run, splits: Splits, data_seconds: float, total_seconds: float,
-                  test_metrics: dict | None) -> dict:
+def build_summary(config: Config, rows: list[metrics_lib.MetricsRow], trainer: Trainer, splits: Splits,
+                  data_seconds: float, total_seconds: float, test_metrics: dict | None,
+                  framework_version: str) -> dict[str, Any]:
     last = rows[-1]
     epoch_seconds = [r.seconds for r in rows]
-    steady = float(np.median(epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds))
+    steady = statistics.median(epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds)
+    where = trainer.describe()
     train_flops = 3 * config.model.flops_per_example() * len(splits.train)
     summary = {
         "config": config.to_flat(),
@@ -338,19 +251,39 @@ def build_summary(config, rows, run: Run, splits: Splits, data_seconds: float, t
         "num_eval": len(splits.eval),
         "data_source": splits.source,
         "data_seconds": data_seconds,
-        "compile_seconds": run.compile_seconds,
+        "compile_seconds": trainer.compile_seconds,
         "total_seconds": total_seconds,
         "steady_epoch_seconds": steady,
         "examples_per_second": len(splits.train) / steady,
-        "per_device_examples_per_second": len(splits.train) / steady / run.placement.num_devices,
+        "per_device_examples_per_second": len(splits.train) / steady / where["num_devices"],
         "achieved_gflops": train_flops / steady / 1e9,
-        "parallel": run.placement.mode,
-        "process_index": jax.process_index(),
-        "num_devices": run.placement.num_devices,
-        "device": device_description(),
+        "backend": config.backend,
+        "framework_version": framework_version,
+        "parallel": where["parallel"],
+        "num_devices": where["num_devices"],
+        "process_index": _process_index(config),
+        "device": {**where, "host": platform.node(), "cpu_count": os.cpu_count(),
+                   "process_count": _process_count(config), "kind": where["device"]},
         "versions": library_versions(),
         "argv": sys.argv,
     }
     if test_metrics:
         summary["final"].update(test_metrics)
     return summary
+
+
+def device_description() -> dict[str, Any]:
+    """JAX's default devices, for reports that time JAX code outside a run."""
+    import jax
+
+    devices = jax.devices()
+    return {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices),
+            "process_count": jax.process_count(), "host": platform.node(), "cpu_count": os.cpu_count()}
+
+
+def _process_count(config: Config) -> int:
+    if config.backend != "jax":
+        return 1
+    import jax
+
+    return jax.process_count()

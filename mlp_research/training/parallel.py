@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mlp_research.batching import pad_eval  # noqa: F401 (re-exported)
 from mlp_research.config import Config
 from mlp_research.errors import ConfigError
 from mlp_research.training import step as step_lib
@@ -186,15 +187,3 @@ def make_placement(config: Config, devices: list[Any] | None = None) -> Placemen
             f"for --parallel={mode}; use a multiple of {len(devices)}"
         )
     return (PmapPlacement if mode == "pmap" else ShardedPlacement)(devices)
-
-
-def pad_eval(images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pad to whole batches and reshape to (num_batches, batch, ...); padding has weight 0."""
-    n = len(labels)
-    num_batches = max(-(-n // batch), 1)
-    pad = num_batches * batch - n
-    weights = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    shape = (num_batches, batch)
-    return images.reshape(*shape, *images.shape[1:]), labels.reshape(shape), weights.reshape(shape)

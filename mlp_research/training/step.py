@@ -14,14 +14,14 @@ its slice of every global batch and sums are combined with `lax.psum`.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from mlp_research.batching import EpochLayout, epoch_order, make_layout  # noqa: F401 (re-exported)
 
 Array = jax.Array
 ApplyFn = Callable[..., Array]
@@ -59,48 +59,6 @@ class Totals:
         """(mean loss, accuracy) over the counted examples, as Python floats."""
         count = max(int(self.count), 1)
         return float(self.loss_sum) / count, int(self.correct) / count
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochLayout:
-    """How an epoch of `num_train` examples maps onto compiled chunks."""
-
-    num_train: int
-    batch_size: int  # global batch
-    steps_per_chunk: int
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-self.num_train // self.batch_size)
-
-    @property
-    def chunks_per_epoch(self) -> int:
-        return -(-self.steps_per_epoch // self.steps_per_chunk)
-
-    @property
-    def padded_steps(self) -> int:
-        return self.chunks_per_epoch * self.steps_per_chunk
-
-    @property
-    def order_length(self) -> int:
-        return self.padded_steps * self.batch_size
-
-
-def make_layout(num_train: int, batch_size: int, steps_per_call: int) -> EpochLayout:
-    steps = -(-num_train // batch_size)
-    per_chunk = steps if steps_per_call <= 0 else min(steps_per_call, steps)
-    return EpochLayout(num_train, batch_size, per_chunk)
-
-
-def epoch_order(seed: int, epoch: int, layout: EpochLayout) -> np.ndarray:
-    """The shuffled example indices of one epoch, padded to whole chunks.
-
-    A pure function of (seed, epoch), so a resumed run sees the same batches.
-    Drawn on the host: a few milliseconds, and no XLA compile (a device-side
-    permutation costs ~0.5 s of compile on CPU for a 2 ms job).
-    """
-    perm = np.random.default_rng([seed, epoch]).permutation(layout.num_train).astype(np.int32)
-    return np.pad(perm, (0, layout.order_length - layout.num_train))
 
 
 def weighted_loss(apply_fn: ApplyFn, params: Any, x: Array, y: Array, w: Array) -> tuple[Array, Array]:
