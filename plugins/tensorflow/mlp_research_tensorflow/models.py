@@ -1,0 +1,129 @@
+"""The chapter's two TensorFlow models, generalised by `ModelSpec`.
+
+`MLPScratch` is the book's from-scratch code: weights as `tf.Variable`s drawn
+as `tf.random.normal(shape) * sigma`, zero biases, a hand-written relu
+`tf.math.maximum(X, 0)` and the input reshaped to (-1, num_inputs). The book
+relies on a Keras Model tracking plain `tf.Variable` attributes, which Keras 3
+no longer does, so the variables are also kept in an explicit list.
+`MLPConcise` is the book's `tf.keras.Sequential([Flatten, Dense(relu), Dense])`.
+
+Both expose `variables`: the underlying `tf.Variable`s in canonical order
+(W1, b1, W2, b2, ...; Keras Dense kernels are already (fan_in, fan_out)), which
+is all the trainer and the canonical layout need.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mlp_research.spec import ModelSpec
+from mlp_research_tensorflow._tf import import_tensorflow
+
+tf = import_tensorflow()
+keras = tf.keras
+
+Activation = Callable[[Any], Any]
+
+
+def relu(X: Any) -> Any:
+    """The book's hand-written ReLU."""
+    return tf.math.maximum(X, 0)
+
+
+# Same functions as mlp_research.models.flax_mlp.ACTIVATIONS: JAX's gelu is the tanh
+# approximation and its leaky_relu slope is 0.01 (TensorFlow's defaults differ).
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": tf.nn.relu,
+    "sigmoid": tf.math.sigmoid,
+    "tanh": tf.math.tanh,
+    "gelu": lambda x: tf.nn.gelu(x, approximate=True),
+    "silu": tf.nn.silu,
+    "leaky_relu": lambda x: tf.nn.leaky_relu(x, alpha=0.01),
+    "elu": tf.nn.elu,
+    "softplus": tf.math.softplus,
+    "identity": tf.identity,
+}
+
+
+def _layer_seed(seed: int, layer: int) -> int:
+    """A distinct, reproducible seed per layer for Keras initialisers."""
+    return (seed * 1009 + layer) % (2**31 - 1)
+
+
+def keras_initializer(spec: ModelSpec, seed: int, layer: int) -> Any:
+    """The Keras kernel initialiser for `spec.init`, seeded per layer.
+
+    Keras 3's He/LeCun/Glorot normal initialisers draw from a truncated normal
+    rescaled to the untruncated variance, exactly as Flax's do.
+    `default` is Keras's own Dense default (Glorot uniform), as the book's concise model uses.
+    """
+    s = _layer_seed(seed, layer)
+    init = keras.initializers
+    return {
+        "default": lambda: init.GlorotUniform(seed=s),
+        "normal": lambda: init.RandomNormal(mean=0.0, stddev=spec.sigma, seed=s),
+        "xavier": lambda: init.GlorotUniform(seed=s),
+        "xavier_normal": lambda: init.GlorotNormal(seed=s),
+        "he": lambda: init.HeNormal(seed=s),
+        "he_uniform": lambda: init.HeUniform(seed=s),
+        "lecun": lambda: init.LecunNormal(seed=s),
+        "zeros": lambda: init.Zeros(),
+    }[spec.init]()
+
+
+class MLPScratch:
+    """From-scratch MLP: W1, b1, W2, b2, ... as plain `tf.Variable`s."""
+
+    def __init__(self, spec: ModelSpec, seed: int):
+        self.spec = spec
+        self.activation = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
+        self.variables: list[Any] = []
+        for layer, (name, shape) in enumerate(spec.canonical_shapes().items()):
+            if name.startswith("W"):
+                value = self._initial_weight(shape, seed, layer // 2)
+            else:
+                value = tf.zeros(shape)
+            variable = tf.Variable(value, name=name)
+            setattr(self, name, variable)  # self.W1 as in the book; the list is what is trained
+            self.variables.append(variable)
+
+    def _initial_weight(self, shape: tuple[int, ...], seed: int, layer: int) -> Any:
+        if self.spec.init in ("default", "normal"):
+            # The book's tf.random.normal(shape) * sigma, made stateless so a seed fixes it.
+            return tf.random.stateless_normal(shape, seed=[seed, layer]) * self.spec.sigma
+        return keras_initializer(self.spec, seed, layer)(shape, dtype="float32")
+
+    def __call__(self, X: Any) -> Any:
+        X = tf.reshape(X, (-1, self.spec.num_inputs))
+        last = self.spec.num_layers - 1
+        for i in range(self.spec.num_layers):
+            X = tf.matmul(X, self.variables[2 * i]) + self.variables[2 * i + 1]
+            if i < last:
+                X = self.activation(X)
+        return X
+
+
+class MLPConcise:
+    """Concise MLP: `tf.keras.Sequential([Flatten, Dense(h, activation), ..., Dense(o)])`."""
+
+    def __init__(self, spec: ModelSpec, seed: int):
+        self.spec = spec
+        layers: list[Any] = [keras.layers.Flatten()]
+        activation = ACTIVATIONS[spec.activation]
+        for i, width in enumerate((*spec.num_hiddens, spec.num_outputs)):
+            hidden = i < len(spec.num_hiddens)
+            layers.append(keras.layers.Dense(
+                width, activation=activation if hidden else None,
+                kernel_initializer=keras_initializer(spec, seed, i), bias_initializer="zeros",
+            ))
+        self.net = keras.Sequential(layers)
+        self.net.build((None, 28, 28))
+        # Keras 3 wraps each weight; the tf.Variable inside is what tapes and assigns use.
+        self.variables = [v.value for v in self.net.trainable_variables]
+
+    def __call__(self, X: Any) -> Any:
+        return self.net(X)
+
+
+def build_model(spec: ModelSpec, seed: int) -> MLPScratch | MLPConcise:
+    return MLPScratch(spec, seed) if spec.model == "mlp_scratch" else MLPConcise(spec, seed)
