@@ -220,3 +220,25 @@ def test_real_data_stops_after_epoch_two_resume_to_the_same_rows(tmp_path, data_
     run(tmp_path / "kill", *args)
     for name in ("clean", "term", "kill"):
         assert rows(tmp_path / name) == reference, name
+
+
+def test_second_ctrl_c_exits_at_once_and_the_run_still_resumes(tmp_path):
+    args = [*SYNTHETIC, "--max_epochs=30", "--steps_per_call=10"]
+    proc = subprocess.Popen(train_cmd(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for line in proc.stdout:
+            if "epoch   1/30" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Killed by the second SIGINT (default handler), or, if the first was handled at once, the clean exit.
+    assert proc.returncode in (-signal.SIGINT, PreemptedError.exit_code)
+    done = run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_call=10")
+    assert "resuming from" in done.stdout
+    assert [r["epoch"] for r in rows(tmp_path)] == [1, 2]

@@ -132,3 +132,30 @@ def test_real_data_default_model_four_devices(data_dir):
         # differences have grown through 470 SGD steps to ~4e-4 in the largest weight, while the
         # metrics still agree to ~1e-4. The synthetic tests above pin parameters to 1e-5.
         assert result[mode]["max_param_diff"] < 5e-3
+
+
+def test_checkpoint_from_four_devices_resumes_on_one(tmp_path):
+    """Saved state is plain host arrays: a sharded 4-device run continues on a single device."""
+    args = [f"--{k}={v}" for k, v in SMALL.items() if k != "max_epochs"]
+    first = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args, "--max_epochs=1", "--parallel=sharded",
+         f"--workdir={tmp_path / 'run'}"],
+        cwd=REPO, env=forced_devices(4), capture_output=True, text=True, timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args, "--max_epochs=2", f"--workdir={tmp_path / 'run'}"],
+        cwd=REPO, env=forced_devices(1), capture_output=True, text=True, timeout=300,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stdout
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["num_devices"] == 1 and summary["final"]["epoch"] == 2
+    whole = subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args, "--max_epochs=2", f"--workdir={tmp_path / 'whole'}"],
+        cwd=REPO, env=forced_devices(1), capture_output=True, text=True, timeout=300,
+    )
+    assert whole.returncode == 0
+    reference = json.load(open(tmp_path / "whole" / "summary.json"))["final"]
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert summary["final"][key] == pytest.approx(reference[key], abs=1e-5), key
