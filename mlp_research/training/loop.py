@@ -50,6 +50,10 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
     under "params".
     """
     start = time.perf_counter()
+    if config.backend != "jax":
+        # Orbax brings JAX into the process; keep it from reserving most of a GPU that another
+        # framework trains on (read when JAX first touches a device).
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     backend = backends.load(config.backend)
     backend.check(config)  # e.g. refuses an uneven batch split before any work
     prepare_workdir(workdir)
