@@ -1,0 +1,32 @@
+"""Fixtures of the torch plugin's tests (the repo's tests/conftest.py is not importable from here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from mlp_research.config import Config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def tiny() -> Callable[..., Config]:
+    """`tiny(**flat)`: a synthetic-data torch config small enough to train in about a second."""
+
+    def make(**overrides) -> Config:
+        values = dict(
+            backend="torch", dataset="synthetic", synthetic_train_size=1000, synthetic_test_size=300,
+            batch_size=64, max_epochs=2, progress=False, eval_batch_size=128,
+        )
+        values.update(overrides)
+        return Config().replace(**values)
+
+    return make
