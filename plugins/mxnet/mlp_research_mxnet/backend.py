@@ -63,16 +63,17 @@ class MXNetTrainer:
         self.model = build_model(config.model, hybridize)
         self.optimizer = optim.Optimizer(config, self.layout.steps_per_epoch)
         self.params = self.model.state_params()
+        self.grads = self.model.grads()  # gradient buffers: written in place by every backward
         self.opt_state = self.optimizer.init_state(self.params, self.np)
         self.step = 0
         self.train_x = self._images(splits.train.images)
-        self.train_y = self.np.array(splits.train.labels, dtype=np.int32)
+        # int64 labels compare with argmax's int64 output without a cast.
+        self.train_y = self.np.array(splits.train.labels, dtype=np.int64)
         self.eval_batch = max(1, min(config.eval_batch_size, len(splits.eval)))
         self.eval_data = self._eval_batches(splits.eval.images, splits.eval.labels)
         n, b = self.layout.num_train, self.layout.batch_size
         last = n - (self.layout.steps_per_epoch - 1) * b  # examples in the (maybe short) last batch
         self.last_count = last
-        self.last_weights = self.np.array((np.arange(b) < last).astype(np.float32)) if last < b else None
         self.start_epoch(0)
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t0
@@ -84,7 +85,7 @@ class MXNetTrainer:
     def _eval_batches(self, images: np.ndarray, labels: np.ndarray) -> list[tuple[Any, Any]]:
         """Resident (x, y) batches covering every example (the last may be short)."""
         b = self.eval_batch
-        return [(self._images(images[i:i + b]), self.np.array(labels[i:i + b], dtype=np.int32))
+        return [(self._images(images[i:i + b]), self.np.array(labels[i:i + b], dtype=np.int64))
                 for i in range(0, len(labels), b)]
 
     def _per_example_loss(self, logits: Any, y: Any) -> Any:
@@ -92,7 +93,7 @@ class MXNetTrainer:
         return -self.mx.npx.pick(self.mx.npx.log_softmax(logits, axis=-1), y, axis=-1)
 
     def _correct(self, logits: Any, y: Any) -> Any:
-        return (self.np.argmax(logits, axis=-1).astype(np.int32) == y).astype(np.int32)
+        return self.np.argmax(logits, axis=-1) == y
 
     def _warm_up(self) -> None:
         """Build the hybridized graphs (train and eval shapes) once, so epoch times exclude it.
@@ -117,9 +118,9 @@ class MXNetTrainer:
     def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
         self.epoch = epoch
         self.order = self.np.array(batching.epoch_order(self.config.seed, epoch, self.layout), dtype=np.int32)
-        steps = self.layout.steps_per_epoch
-        self.step_loss = self.np.zeros((steps,), dtype=np.float32)
-        self.step_correct = self.np.zeros((steps,), dtype=np.int32)
+        # Per-step device scalars, kept by reference (no op, no sync) and stacked once in epoch_sums().
+        self.step_loss: list[tuple[int, Any]] = []
+        self.step_correct: list[Any] = []
         self.carried = sums if sums is not None else Sums(0.0, 0, 0)
         self.count = 0  # examples trained this epoch in this process (known on the host: no sync)
 
@@ -130,37 +131,41 @@ class MXNetTrainer:
             start = s * layout.batch_size
             idx = self.order[start:start + layout.batch_size]
             x, y = np_.take(self.train_x, idx, axis=0), np_.take(self.train_y, idx, axis=0)
-            short = s == layout.steps_per_epoch - 1 and self.last_weights is not None
+            short = s == layout.steps_per_epoch - 1 and self.last_count < layout.batch_size
             count = self.last_count if short else layout.batch_size
             with autograd.record():
                 logits = self.model(x)
                 per_example = self._per_example_loss(logits, y)
-                if short:  # padding rows weigh 0: the loss is the mean over the batch's real examples
-                    per_example = per_example * self.last_weights
+                if short:  # the padding rows come last: the loss is the mean over the batch's real examples
+                    per_example = per_example[:count]
                 loss_sum = per_example.sum()
                 loss = loss_sum / count
             loss.backward()
             correct = self._correct(logits, y)
             if short:
-                correct = correct * self.last_weights.astype(np.int32)
-            self.step_loss[s] = loss_sum
-            self.step_correct[s] = correct.sum()
-            self.optimizer.update(self.step, self.params, self.model.grads(), self.opt_state, np_)
+                correct = correct[:count]
+            self.step_loss.append((s, loss_sum))
+            self.step_correct.append(correct.sum())
+            self.optimizer.update(self.step, self.params, self.grads, self.opt_state, np_)
             self.step += 1
             self.count += count
 
     def epoch_sums(self) -> Sums:
-        # Steps not trained in this process (before a mid-epoch resume, or not yet) hold zeros.
-        losses, correct = self.step_loss.asnumpy(), self.step_correct.asnumpy()
+        # Only the steps trained in this process: carried sums cover those before a mid-epoch resume.
+        if self.step_loss:
+            losses = self.np.stack([loss for _, loss in self.step_loss]).asnumpy()
+            correct = self.np.stack(self.step_correct).asnumpy()
+        else:
+            losses, correct = np.zeros(0, np.float32), np.zeros(0, np.int64)
         bad = np.flatnonzero(~np.isfinite(losses))
-        first_bad = self.epoch * self.layout.steps_per_epoch + int(bad[0]) if len(bad) else -1
+        first_bad = self.epoch * self.layout.steps_per_epoch + self.step_loss[bad[0]][0] if len(bad) else -1
         return Sums(self.carried.loss_sum + float(losses.astype(np.float64).sum()),
                     self.carried.correct + int(correct.sum()), self.carried.count + self.count, first_bad)
 
     # --------------------------------------------------------- evaluation
     def _evaluate_batches(self, batches: list[tuple[Any, Any]]) -> Sums:
         loss_sum = self.np.zeros((), dtype=np.float32)
-        correct = self.np.zeros((), dtype=np.int32)
+        correct = self.np.zeros((), dtype=np.int64)
         count = 0
         for x, y in batches:
             logits = self.model(x)

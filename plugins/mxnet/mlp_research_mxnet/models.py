@@ -162,7 +162,7 @@ class GluonMLP:
             self.net.hybridize(static_alloc=True, static_shape=True)
 
     def __call__(self, X: Any) -> Any:
-        return self.net(X.reshape((-1, self.spec.num_inputs)))
+        return self.net(X)  # Dense flattens its input itself (flatten=True)
 
     def state_params(self) -> dict[str, Any]:
         params = {}
