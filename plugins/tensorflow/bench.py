@@ -92,11 +92,34 @@ def plain_variants(config: Config, images: np.ndarray, labels: np.ndarray) -> di
 
         return lambda e: float(run_epoch(tf.constant(batching.epoch_order(config.seed, e, layout))))
 
+    def in_graph_xla() -> Callable[[int], None]:
+        """Whole epoch as one XLA computation: fixed batch shape, the short last batch padded with weight 0."""
+        params = make_params()
+
+        @tf.function(jit_compile=True)
+        def run_epoch(order: Any) -> Any:
+            total = tf.constant(0.0)
+            for s in tf.range(layout.steps_per_epoch):
+                start = s * b
+                idx = tf.slice(order, [start], [b])
+                w = tf.cast(start + tf.range(b) < n, tf.float32)
+                with tf.GradientTape() as tape:
+                    logits = forward(params, tf.gather(x, idx))
+                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.gather(y, idx), logits=logits)
+                    loss = tf.reduce_sum(ce * w) / tf.reduce_sum(w)
+                for p, g in zip(params, tape.gradient(loss, params)):
+                    p.assign_sub(config.lr * g)
+                total += loss
+            return total
+
+        return lambda e: float(run_epoch(tf.constant(batching.epoch_order(config.seed, e, layout))))
+
     return {
         "plain: tf.function step + Keras SGD, Python loop": per_step(jit=False, keras_opt=True),
         "plain: tf.function step, hand SGD, Python loop": per_step(jit=False, keras_opt=False),
         "plain: XLA (jit_compile) step, Python loop": per_step(jit=True, keras_opt=False),
         "plain: whole epoch in one tf.function": in_graph(),
+        "plain: whole epoch in one XLA tf.function": in_graph_xla(),
     }
 
 
@@ -109,21 +132,26 @@ def main() -> None:
 
     config = Config().replace(backend="tensorflow", dataset=args.dataset, data_dir=args.data_dir, progress=False)
     splits = load_splits(config)
-    trainer = backends.load("tensorflow").trainer(config, splits)
+    backends.load("tensorflow").check(config)
+    from mlp_research_tensorflow.trainer import TensorFlowTrainer
 
-    def backend_epoch(e: int) -> None:
-        trainer.start_epoch(e)
-        for chunk in range(trainer.layout.chunks_per_epoch):
-            trainer.train_chunk(chunk)
-        trainer.epoch_sums()
+    def backend_epochs(jit_compile: bool, evaluate: bool) -> Callable[[int], None]:
+        trainer = TensorFlowTrainer(config, splits, jit_compile=jit_compile)
 
-    def backend_epoch_eval(e: int) -> None:
-        backend_epoch(e)
-        trainer.evaluate_eval_split()
+        def epoch(e: int) -> None:
+            trainer.start_epoch(e)
+            for chunk in range(trainer.layout.chunks_per_epoch):
+                trainer.train_chunk(chunk)
+            trainer.epoch_sums()
+            if evaluate:
+                trainer.evaluate_eval_split()
+
+        return epoch
 
     variants = plain_variants(config, splits.train.images, splits.train.labels)
-    variants["backend: TensorFlowTrainer (train_chunk)"] = backend_epoch
-    variants["backend: TensorFlowTrainer +eval (as the driver)"] = backend_epoch_eval
+    variants["backend: TensorFlowTrainer (train_chunk)"] = backend_epochs(jit_compile=True, evaluate=False)
+    variants["backend: +eval (the driver's epoch)"] = backend_epochs(jit_compile=True, evaluate=True)
+    variants["backend: jit_compile=False"] = backend_epochs(jit_compile=False, evaluate=False)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for e in range(args.epochs + 1):  # round 0 is the warm-up (tracing, XLA compiles)
         for name, epoch in variants.items():

@@ -3,8 +3,10 @@
 The training set stays in memory as tensors; each call of `train_chunk` is one
 `tf.function` that loops over the chunk's steps in-graph (a `tf.range` loop,
 i.e. a `tf.while_loop`), gathering each batch with `tf.gather` from the epoch
-order of `mlp_research.batching`. The last batch of an epoch is sliced short,
-so its loss is the mean over its own examples. Metric sums are loop carries
+order of `mlp_research.batching`, compiled by XLA (`jit_compile=True`, the
+fastest of the loops bench.py measures on CPU). XLA needs one batch shape, so
+the short last batch of an epoch is padded and its padding weighted 0: its
+loss is still the mean over its own examples. Metric sums are loop carries
 added to `tf.Variable`s: nothing syncs with the host until `epoch_sums()`.
 """
 
@@ -29,17 +31,19 @@ IMAGE_SPEC = tf.TensorSpec([None, 28, 28], tf.float32)
 LABEL_SPEC = tf.TensorSpec([None], tf.int32)
 
 
-def batch_sums(logits: Any, y: Any) -> tuple[Any, Any]:
-    """(sum of softmax cross-entropy, number correct) over a batch."""
+def batch_sums(logits: Any, y: Any, weights: Any = None) -> tuple[Any, Any]:
+    """(sum of softmax cross-entropy, number correct) over a batch; rows of weight 0 do not count."""
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.int32))
-    return tf.reduce_sum(losses), correct
+    hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.float32)
+    if weights is not None:
+        losses, hits = losses * weights, hits * weights
+    return tf.reduce_sum(losses), tf.cast(tf.reduce_sum(hits), tf.int32)
 
 
 class TensorFlowTrainer:
     """Model, optimiser slots and data of one run; the step loop is traced once."""
 
-    def __init__(self, config: Config, splits: Splits):
+    def __init__(self, config: Config, splits: Splits, jit_compile: bool = True):
         self.config = config
         self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_call)
         self.names = list(config.model.canonical_shapes())
@@ -63,7 +67,7 @@ class TensorFlowTrainer:
 
         t0 = time.perf_counter()
         order_spec = tf.TensorSpec([self.layout.order_length], tf.int32)
-        self._train = tf.function(self._train_chunk, input_signature=[
+        self._train = tf.function(self._train_chunk, jit_compile=jit_compile, input_signature=[
             IMAGE_SPEC, LABEL_SPEC, order_spec, tf.TensorSpec([], tf.int32)])
         self._eval = tf.function(self._evaluate, input_signature=[IMAGE_SPEC, LABEL_SPEC])
         # Traced ahead, so tracing time is reported apart from the first epoch.
@@ -86,15 +90,17 @@ class TensorFlowTrainer:
         last = tf.minimum(first + layout.steps_per_chunk, layout.steps_per_epoch)
         loss_sum, correct, count = self.loss_sum.read_value(), self.correct.read_value(), self.count.read_value()
         first_bad = self.first_nonfinite.read_value()
+        batch = layout.batch_size
         for s in tf.range(first, last):
-            start = s * layout.batch_size
-            size = tf.minimum(layout.batch_size, layout.num_train - start)
-            idx = order[start:start + size]
+            start = s * batch
+            idx = tf.slice(order, [start], [batch])  # the order is padded to whole chunks
+            weights = tf.cast(start + tf.range(batch) < layout.num_train, tf.float32)
+            size = tf.cast(tf.reduce_sum(weights), tf.int32)
             x, y = tf.gather(images, idx), tf.gather(labels, idx)
             with tf.GradientTape() as tape:
                 logits = self.model(x)
-                batch_loss, batch_correct = batch_sums(logits, y)
-                loss = batch_loss / tf.cast(size, tf.float32)
+                batch_loss, batch_correct = batch_sums(logits, y, weights)
+                loss = batch_loss / tf.reduce_sum(weights)
             grads = tape.gradient(loss, self.params)
             step = self.step.read_value()
             self.optimizer.apply(grads, self.params, step)
