@@ -15,7 +15,7 @@ VENV=.venv
 STAMP=$VENV/.setup-stamp
 
 shopt -s nullglob
-deps=(pyproject.toml scripts/setup.sh plugins/*/pyproject.toml)
+deps=(pyproject.toml scripts/setup.sh plugins/*/pyproject.toml plugins/*/requirements-nodeps.txt)
 want=$(cat "${deps[@]}" | sha256sum | cut -d' ' -f1)
 want="$want $TORCH_SPEC ${TORCH_INDEX_URL:-}"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
@@ -38,7 +38,13 @@ else
 fi
 "${PIP[@]}" install -e ".[tfds,test]"
 for plugin in plugins/*/; do
-  if [ -f "$plugin/pyproject.toml" ]; then "${PIP[@]}" install -e "$plugin"; fi
+  [ -f "$plugin/pyproject.toml" ] || continue
+  # Framework packages whose declared requirements conflict with the core (mxnet: numpy<2) are
+  # listed in requirements-nodeps.txt and installed without their dependencies.
+  if [ -f "$plugin/requirements-nodeps.txt" ]; then
+    "${PIP[@]}" install --no-deps -r "$plugin/requirements-nodeps.txt"
+  fi
+  "${PIP[@]}" install -e "$plugin"
 done
 echo "$want" > "$STAMP"
 echo "setup: done ($("$VENV/bin/python" -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__)'))" >&2
