@@ -46,15 +46,23 @@ def pick_device() -> torch.device:
 
 
 def configure_threads() -> int:
-    """Intra-op threads: $MLP_RESEARCH_TORCH_THREADS, else torch's default capped at the CPUs we may use.
+    """Intra-op threads: $MLP_RESEARCH_TORCH_THREADS, else one thread on a busy machine, else torch's default.
 
-    torch's default counts the machine's physical cores, which in a container or
-    under taskset can exceed the CPUs this process is allowed, and oversubscribing
-    costs more than it gains for small matrices.
+    torch's default counts the machine's cores, capped here at the CPUs this
+    process may use. When the 1-minute load already fills those CPUs, one thread
+    is far faster for these small matrices: a parallel region waits for its
+    slowest thread, and on a shared 2-core machine (load ~6) a 784x256 step took
+    ~300 ms with 2 threads against ~30 ms with 1. Pin the count with the
+    variable when bit-identical results across differently loaded runs matter.
     """
     env = os.environ.get(THREADS_ENV, "")
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(env) if env else min(torch.get_num_threads(), allowed)
+    if env:
+        threads = int(env)
+    elif os.getloadavg()[0] >= allowed:
+        threads = 1
+    else:
+        threads = min(torch.get_num_threads(), allowed)
     if threads >= 1 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()

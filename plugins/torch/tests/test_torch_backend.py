@@ -242,18 +242,16 @@ def test_cli_outputs_and_resume_equal_an_uninterrupted_run(tmp_path, repo, tiny)
 
 
 def test_evaluate_a_jax_checkpoint_in_torch(tmp_path, repo, tiny):
-    for model in MODELS:
-        workdir = tmp_path / model
-        train_and_evaluate(tiny(backend="jax", model=model, max_epochs=1, synthetic_test_size=999), str(workdir))
-        in_jax = evaluate_checkpoint(str(workdir), backend="jax")
-        in_torch = evaluate_checkpoint(str(workdir), backend="torch")
-        assert in_torch["written_by"] == "jax" and in_torch["examples"] == 999
-        assert abs(in_torch["test_acc"] - in_jax["test_acc"]) <= 1e-4
-        assert abs(in_torch["test_loss"] - in_jax["test_loss"]) <= 1e-4
+    workdir = tmp_path / "jax_run"
+    train_and_evaluate(tiny(backend="jax", model="mlp", max_epochs=1, synthetic_test_size=999), str(workdir))
+    in_jax = evaluate_checkpoint(str(workdir), backend="jax")
     done = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}", "--backend=torch"],
                           cwd=repo, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    assert abs(json.loads(done.stdout.strip().splitlines()[-1])["test_acc"] - in_jax["test_acc"]) <= 1e-4
+    in_torch = json.loads(done.stdout.strip().splitlines()[-1])
+    assert in_torch["written_by"] == "jax" and in_torch["backend"] == "torch" and in_torch["examples"] == 999
+    assert abs(in_torch["test_acc"] - in_jax["test_acc"]) <= 1e-4
+    assert abs(in_torch["test_loss"] - in_jax["test_loss"]) <= 1e-4
 
 
 def test_check_refuses_what_torch_cannot_do(tmp_path, repo, tiny):
