@@ -217,6 +217,23 @@ def test_state_dict_round_trip_continues_bit_identically():
     assert int(second.state_dict()["step"]) == 8
 
 
+def test_uneven_chunks_count_every_example_once_and_flag_a_nonfinite_loss():
+    # 1000 examples / 64 = 16 steps, the last one of 40 examples; 5 steps per call = 4 calls, the last padded.
+    trainer = tf_trainer(small_config(steps_per_call=5))
+    trainer.start_epoch(0)
+    for chunk in range(trainer.layout.chunks_per_epoch):
+        trainer.train_chunk(chunk)
+    sums = trainer.epoch_sums()
+    assert (sums.count, int(trainer.state_dict()["step"]), sums.first_nonfinite_step) == (1000, 16, -1)
+    assert sums.correct <= 1000 and np.isfinite(sums.loss_sum)
+
+    exploding = tf_trainer(small_config(lr=1e30, init="he", steps_per_call=4))
+    exploding.start_epoch(1)
+    exploding.train_chunk(0)
+    bad = exploding.epoch_sums().first_nonfinite_step
+    assert 0 <= bad < 4  # the global step of the first batch whose loss is inf/NaN
+
+
 # ----------------------------------------------------------------------- end to end
 def test_cli_outputs_and_stop_resume_equal_an_uninterrupted_run(tmp_path):
     """Epoch 1 from the command line, epoch 2 resumed by the same driver in-process (one TF start-up less)."""
