@@ -39,3 +39,20 @@ def test_restored_names_behave_like_numpy_1() -> None:
     assert np.alltrue([True, True]) and not np.sometrue([False, False])
     assert np.product([2, 3]) == 6 and np.NINF == -np.inf and np.compat.basestring is str
     assert np.trapz([1.0, 1.0]) == 1.0
+
+
+def test_backend_import_version_and_check_import_no_mxnet() -> None:
+    # Listing backends loads the backend class and asks its version: neither may import mxnet.
+    script = textwrap.dedent("""
+        import sys
+        from mlp_research.config import Config
+        from mlp_research_mxnet.backend import MXNetBackend
+        backend = MXNetBackend()
+        assert backend.version() == "1.9.1", backend.version()
+        backend.check(Config().replace(backend="mxnet"))
+        assert "mxnet" not in sys.modules and not hasattr(__import__("numpy"), "alltrue")
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
