@@ -6,7 +6,7 @@ DataLoader, no per-sample transforms), and the per-step metrics are written
 into device buffers, so nothing waits for the device until the driver asks
 for an epoch's sums. Evaluation runs under `torch.inference_mode` in large
 batches. `torch.compile` is optional (`MLP_RESEARCH_TORCH_COMPILE=1`): for
-this small MLP on CPU it does not pay (see the plugin README), so it is off
+this small MLP on CPU it was slower than eager (see the plugin README), so it is off
 by default.
 
 The optimiser state is created in full when the trainer is built (zeros,
