@@ -277,3 +277,22 @@ def test_evaluate_a_jax_checkpoint_in_mxnet(tmp_path) -> None:
     assert in_mxnet["examples"] == in_jax["examples"] == 300
     assert abs(in_mxnet["test_acc"] - in_jax["test_acc"]) <= 1e-4
     assert abs(in_mxnet["test_loss"] - in_jax["test_loss"]) < 1e-4
+
+
+def test_mid_epoch_resume_with_carried_sums_matches_a_straight_epoch() -> None:
+    # 200 examples, batches of 64, 2 steps per chunk: chunks of steps (0, 1), (2, 3 = the short one).
+    config = tiny_config(model="mlp", synthetic_train_size=200, batch_size=64, steps_per_call=2, optimizer="momentum")
+    splits = splits_for(config)
+    straight, first, resumed = (MXNetBackend().trainer(config, splits) for _ in range(3))
+    straight.start_epoch(0)
+    for chunk in range(straight.layout.chunks_per_epoch):
+        straight.train_chunk(chunk)
+    first.start_epoch(0)
+    first.train_chunk(0)
+    resumed.load_state_dict(first.state_dict())
+    resumed.start_epoch(0, first.epoch_sums())
+    resumed.train_chunk(1)
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, straight.state_dict(), resumed.state_dict())))
+    a, b = straight.epoch_sums(), resumed.epoch_sums()
+    assert (a.correct, a.count, a.first_nonfinite_step) == (b.correct, b.count, -1) and a.count == 200
+    assert abs(a.loss_sum - b.loss_sum) < 1e-4
