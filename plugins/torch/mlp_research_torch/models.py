@@ -181,4 +181,4 @@ def load_canonical(model: nn.Module, spec: ModelSpec, params: dict[str, np.ndarr
         if tuple(value.shape) != shape:
             raise ValueError(f"canonical {name} has shape {tuple(value.shape)}, spec needs {shape}")
     for name, target in canonical_tensors(model, spec).items():
-        target.copy_(torch.from_numpy(np.asarray(params[name], np.float32)))
+        target.copy_(torch.from_numpy(np.array(params[name], np.float32)))  # a copy: inputs may be read-only

@@ -102,6 +102,7 @@ class TorchTrainer:
         steps = self.layout.steps_per_epoch
         sizes = np.full(steps, config.batch_size, np.float64)
         sizes[-1] = len(train) - (steps - 1) * config.batch_size  # the short last batch
+        self._host_batch_sizes = sizes.astype(np.int64)
         self._batch_sizes = torch.from_numpy(sizes).to(self.device)
         self._losses = torch.zeros(steps, dtype=torch.float32, device=self.device)
         self._correct = torch.zeros(steps, dtype=torch.int64, device=self.device)
@@ -146,7 +147,7 @@ class TorchTrainer:
 
     def _warm_up(self) -> None:
         """Compile the forward/backward for the train batch shapes and the eval shapes (no update)."""
-        sizes = {self.config.batch_size, int(self._batch_sizes[-1].item())}
+        sizes = {self.config.batch_size, int(self._host_batch_sizes[-1])}
         for n in sizes:
             loss = F.cross_entropy(self.forward(self.train_x[:n]), self.train_y[:n])
             loss.backward()
@@ -210,7 +211,7 @@ class TorchTrainer:
         loss_sum = (losses.double() * self._batch_sizes[first:end]).sum()
         first_bad = torch.where(bad.any(), bad.int().argmax(), torch.tensor(-1, device=self.device))
         host = torch.stack([loss_sum, self._correct[first:end].sum().double(), first_bad.double()]).tolist()
-        count = int(self._batch_sizes[first:end].sum().item())
+        count = int(self._host_batch_sizes[first:end].sum())
         first_nonfinite = carried.first_nonfinite_step
         if first_nonfinite < 0 and host[2] >= 0:
             first_nonfinite = self._epoch * self.layout.steps_per_epoch + first + int(host[2])

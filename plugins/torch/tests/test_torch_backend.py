@@ -118,7 +118,7 @@ def test_every_activation_matches_flax(activation):
 @pytest.mark.parametrize("model", MODELS)
 def test_parity_with_jax_logits_and_one_sgd_step(tiny, model):
     config = tiny(model=model, num_hiddens="48,32", activation="gelu", synthetic_train_size=64, batch_size=64,
-                  max_epochs=1, lr=0.1, optimizer="sgd")
+                  synthetic_test_size=10, max_epochs=1, lr=0.1, optimizer="sgd")
     ours, ref, splits = trainers(config)
     params = random_canonical(config.model)
     ours.set_params(params)
@@ -148,7 +148,8 @@ def test_parity_with_jax_logits_and_one_sgd_step(tiny, model):
 def test_optimisers_and_schedules_track_optax(tiny, flags):
     # 4 steps an epoch, the last one short (40 of 136 examples), 2 epochs. tanh, not relu: Adam's
     # normalised steps turn a rounding-level flip of a relu at 0 into a full lr-sized difference.
-    config = tiny(model="mlp", num_hiddens=32, activation="tanh", synthetic_train_size=136, batch_size=32, **flags)
+    config = tiny(model="mlp", num_hiddens=32, activation="tanh", synthetic_train_size=136, batch_size=32,
+                  synthetic_test_size=10, **flags)
     ours, ref, _ = trainers(config)
     params = random_canonical(config.model, seed=1)
     ours.set_params(params)
