@@ -268,3 +268,24 @@ def test_check_refuses_what_torch_cannot_do(tmp_path, repo, tiny):
                           cwd=repo, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].split("--optimizer: ")[1].startswith("'lamb' is not in torch.optim")
+
+
+def test_mid_epoch_resume_with_carried_sums_equals_a_straight_epoch(tiny):
+    config = tiny(model="mlp", num_hiddens=32, optimizer="momentum", synthetic_train_size=600, steps_per_call=4)
+    splits = load_splits(config)
+    straight, stopped = TorchTrainer(config, splits), TorchTrainer(config, splits)
+    straight.start_epoch(0)
+    for chunk in range(straight.layout.chunks_per_epoch):  # 10 steps in chunks of 4, 4 and 2
+        straight.train_chunk(chunk)
+    stopped.start_epoch(0)
+    stopped.train_chunk(0)
+    carried, state = stopped.epoch_sums(), stopped.state_dict()
+    resumed = TorchTrainer(config, splits)
+    resumed.load_state_dict(state)
+    resumed.start_epoch(0, carried)
+    resumed.train_chunk(1)
+    resumed.train_chunk(2)
+    assert jax.tree.all(jax.tree.map(np.array_equal, resumed.state_dict(), straight.state_dict()))
+    ours, ref = resumed.epoch_sums(), straight.epoch_sums()
+    assert (ours.correct, ours.count, ours.first_nonfinite_step) == (ref.correct, ref.count, -1)
+    assert ours.count == 600 and abs(ours.loss_sum - ref.loss_sum) < 1e-9 * ref.loss_sum
