@@ -45,8 +45,8 @@ def evaluate_checkpoint(workdir: str, split: str = "test", data_dir: str | None 
         flat["data_dir"] = data_dir
     if backend is not None:
         flat["backend"] = backend
-    # Evaluation needs no multi-device split nor checkpoint cadence: keep the trainer light.
-    flat.update(progress=False, parallel="none" if flat["backend"] == "jax" else flat.get("parallel", "auto"))
+    # Evaluation runs on one device in any backend, whatever parallel mode trained the checkpoint.
+    flat.update(progress=False, parallel="none")
     config = Config.from_flat(flat)
     canonical = checkpoints.restore_canonical(step, config.model)
     if export:
