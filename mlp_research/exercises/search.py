@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -22,7 +23,7 @@ import optuna
 
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.exercises.vmap_sweep import train_group
+from mlp_research.exercises.vmap_sweep import totals_means, train_group
 from mlp_research.models import build_model, from_canonical
 from mlp_research.training import step as step_lib
 from mlp_research.training.parallel import pad_eval
@@ -59,11 +60,15 @@ def grid_size(space: dict, lr_points: int = 10, wd_points: int = 5) -> int:
     return n * (wd_points if space.get("weight_decay_range") else 1)
 
 
-def open_study(workdir: str, name: str, seed: int, max_epochs: int, storage: str = "") -> optuna.Study:
+def open_study(workdir: str, name: str, seed: int, max_epochs: int, storage: str = "",
+               n_startup: int = 8) -> optuna.Study:
+    """The SQLite-backed (or `storage` URL) study; `n_startup` random trials before TPE models the rest."""
     os.makedirs(workdir, exist_ok=True)
     storage = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max_epochs * 2), multivariate=True,
-                                         group=True, warn_independent_sampling=False)
+    with warnings.catch_warnings():  # multivariate/group TPE is "experimental" in Optuna's terms
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup,
+                                             multivariate=True, group=True)
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)
@@ -78,11 +83,12 @@ def run_search(base: Config, space: dict, splits: Splits, workdir: str, n_trials
                log: Log = print, storage: str = "", timeout_s: float | None = None) -> dict:
     """Run the study up to `n_trials` finished trials, then test the best once. Returns the study's record.
 
-    `timeout_s` stops starting new trials after that many seconds; a later call continues the study.
+    `timeout_s` is the study's total budget of trial time (summed over all runs of it): a rerun
+    continues only while finished trials have used less, so re-rendering a report is cheap.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     max_epochs = max(space["epochs"])
-    study = open_study(workdir, "joint", seed, max_epochs, storage)
+    study = open_study(workdir, "joint", seed, max_epochs, storage, n_startup=max(2, min(8, n_trials // 4)))
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         # A trial left RUNNING by a killed process would never finish; it does not count.
         log(f"[q5] trial {stale.number} was interrupted earlier; it is not counted")
@@ -113,11 +119,15 @@ def run_search(base: Config, space: dict, splits: Splits, workdir: str, n_trials
             f"({_describe(config)}, {time.perf_counter() - t0:.1f} s)")
         return value
 
-    remaining = n_trials - len(finished_trials(study))
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=())
+    finished = finished_trials(study)
+    remaining = n_trials - len(finished)
+    time_left = None if not timeout_s else timeout_s - sum(t.user_attrs.get("seconds", 0.0) for t in finished)
+    if remaining > 0 and (time_left is None or time_left > 0):
+        if finished:
+            log(f"[q5] continuing the study: {len(finished)} trials finished earlier")
+        study.optimize(objective, n_trials=remaining, timeout=time_left, catch=())
     else:
-        log(f"[q5] study already has {len(finished_trials(study))} finished trials, reusing them")
+        log(f"[q5] study already has {len(finished)} finished trials (budget used), reusing them")
     return final_record(study, base, splits, workdir, log)
 
 
@@ -146,7 +156,7 @@ def evaluate(config: Config, params: Any, images: np.ndarray, labels: np.ndarray
     model = build_model(config.model)
     data = pad_eval(images, labels, min(config.eval_batch_size, len(labels)))
     totals = jax.jit(step_lib.make_evaluate(model.apply))(params, *data)
-    return step_lib.Totals.means(jax.device_get(totals))
+    return totals_means(jax.device_get(totals))
 
 
 def _with_trials(record: dict, study: optuna.Study) -> dict:

@@ -54,10 +54,10 @@ _SPLITS_CACHE: dict[tuple, Splits] = {}
 
 
 def cached_splits(config: Config, train_subset: int = 0) -> Splits:
-    """`load_splits` once per process and data setting; optionally the first `train_subset` training examples.
+    """`load_splits` once per process and data setting; optionally `train_subset` training examples.
 
-    The core's training split is in a fixed shuffled-then-sorted order, so a prefix is
-    a class-balanced random subset in expectation; evaluation splits stay whole.
+    The subset is a fixed random draw (seed 0), the same for every trial that asks for
+    that size, so sweeps compare like with like; evaluation splits stay whole.
     """
     key = data_key(config)
     if key not in _SPLITS_CACHE:
@@ -98,6 +98,12 @@ def injected_optimizer(config: Config, steps_per_epoch: int, lr: float) -> optax
     """The optimiser with its learning rate held in the state, so vmapped members can differ."""
     factory = optax.inject_hyperparams(lambda learning_rate: base_optimizer(config, learning_rate, steps_per_epoch))
     return factory(learning_rate=lr)
+
+
+def totals_means(totals: step_lib.Totals) -> tuple[float, float]:
+    """(mean loss, accuracy) of host-side running sums (kept here: the core's helper has moved between versions)."""
+    count = max(int(totals.count), 1)
+    return float(totals.loss_sum) / count, int(totals.correct) / count
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -218,8 +224,8 @@ def train_group(
             em = _unstack(ev, m) if vmap else ev
             if first_bad[m] < 0 and int(tm.first_nonfinite_step) >= 0:
                 first_bad[m] = int(tm.first_nonfinite_step)
-            train_loss, train_acc = step_lib.Totals.means(tm)
-            val_loss, val_acc = step_lib.Totals.means(em)
+            train_loss, train_acc = totals_means(tm)
+            val_loss, val_acc = totals_means(em)
             row = dict(epoch=epoch + 1, step=(epoch + 1) * layout.steps_per_epoch, train_loss=train_loss,
                        train_acc=train_acc, val_loss=val_loss, val_acc=val_acc, seconds=seconds,
                        examples_per_second=layout.num_train * k / seconds)
@@ -239,7 +245,7 @@ def train_group(
         final = {key: histories[m][-1][key] for key in ("epoch", "step", "train_loss", "train_acc", "val_loss",
                                                           "val_acc")}
         if test_data is not None:
-            tl, ta = step_lib.Totals.means(_unstack(test_totals, m) if vmap else test_totals)
+            tl, ta = totals_means(_unstack(test_totals, m) if vmap else test_totals)
             final.update(test_loss=tl, test_acc=ta)
         params = _unstack(host_params, m) if vmap else host_params
         summaries.append({
