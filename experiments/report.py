@@ -59,20 +59,23 @@ def main(argv: list[str]) -> None:
                   smoke=FLAGS.smoke, log=lambda line: print(line, flush=True))
     start = time.perf_counter()
     sections, failures = [], {}
-    # Sections already rendered for questions not in --only are rebuilt from their stored trials.
-    todo = only if FLAGS.only else ORDER
     for qid in ORDER:
-        if qid not in todo and not _has_results(FLAGS.workdir, qid):
+        if qid not in only:  # keep the section an earlier run stored, without rerunning it
+            stored = report.load_section(FLAGS.workdir, qid)
+            if stored is not None:
+                sections.append(stored)
             continue
         cfg = load_experiment(files[qid], FLAGS.smoke)
         t0 = time.perf_counter()
         print(f"== {qid}: {os.path.basename(files[qid])} ({'smoke' if FLAGS.smoke else 'full'})", flush=True)
         try:
-            sections.append(RUNNERS[qid](cfg, ctx))
+            section = RUNNERS[qid](cfg, ctx)
+            report.save_section(FLAGS.workdir, section)
+            sections.append(section)
         except Exception as e:  # one failing question must not lose the others' report
             failures[qid] = f"{type(e).__name__}: {e}"
             print(f"== {qid} failed: {failures[qid]}", file=sys.stderr, flush=True)
-            if qid in todo and os.environ.get("MLP_RESEARCH_RAISE"):
+            if os.environ.get("MLP_RESEARCH_RAISE"):
                 raise
         print(f"== {qid} done in {time.perf_counter() - t0:.1f} s", flush=True)
     data = (f"Fashion-MNIST IDX files in {ctx.data_dir}" if dataset == "fashion_mnist" else
@@ -83,10 +86,6 @@ def main(argv: list[str]) -> None:
     print(f"wrote {path} ({len(sections)} sections, {len(failures)} failed) in {time.perf_counter() - start:.1f} s")
     if failures:
         raise ExperimentFailed(f"{len(failures)} experiment(s) failed: {', '.join(failures)}")
-
-
-def _has_results(workdir: str, qid: str) -> bool:
-    return any(os.path.basename(p).split("_", 1)[0] == qid for p in glob.glob(os.path.join(workdir, "q*_*")))
 
 
 class ExperimentFailed(cli.UserError):

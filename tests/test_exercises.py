@@ -136,3 +136,10 @@ def test_report_smoke_end_to_end(tmp_path):
     for link in links:
         assert not os.path.isabs(link) and (tmp_path / link).is_file(), link
     assert report.count("**Answer.**") == 10 and report.count("**Hardware.**") == 10
+
+    # --only reruns one question (reusing its stored results) and keeps the other nine sections.
+    proc = subprocess.run(args + ["--only=q8"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "measured earlier, reusing" in proc.stdout and "== q1" not in proc.stdout
+    again = (tmp_path / "REPORT.md").read_text()
+    assert all(f"## {qid.upper()}. " in again for qid in ORDER)

@@ -7,6 +7,8 @@ whole), the computed answer and the hardware the numbers came from.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import time
@@ -63,6 +65,25 @@ def render_report(sections: Sequence[Section], failures: dict[str, str], mode: s
         elif qid in failures:
             body.append(render_failure(qid, failures[qid]))
     return "\n\n".join(header) + "\n\n" + "\n\n".join(body) + "\n"
+
+
+def save_section(workdir: str, section: Section) -> None:
+    """Keep a rendered section, so `--only` runs can rebuild the full report without rerunning the others."""
+    path = os.path.join(workdir, "sections", f"{section.qid}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(dataclasses.asdict(section), f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def load_section(workdir: str, qid: str) -> Section | None:
+    path = os.path.join(workdir, "sections", f"{qid}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    data["tables"] = [Table(**t) for t in data["tables"]]
+    return Section(**data)
 
 
 def write_report(workdir: str, text: str) -> str:

@@ -92,7 +92,8 @@ def run_sweep(
     """Run every unfinished trial of `trials` under `root`; return all summaries in trial order.
 
     `analyse(config, summary_with_params, splits)` may add measurements that need the trained
-    parameters (stored under "analysis"); `train_subset` trains on a prefix-free random subset.
+    parameters (stored under "analysis"); `train_subset` > 0 trains on a fixed random subset of
+    that many training examples. Long groups print a heartbeat line at most every 30 s.
     """
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
@@ -111,7 +112,17 @@ def run_sweep(
     for group in plan_groups(pending, vmap):
         splits = cached_splits(group[0].config, train_subset)
         t0 = time.perf_counter()
-        summaries, timing = train_group([t.config for t in group], splits, vmap=vmap or len(group) > 1)
+        names = ", ".join(t.name for t in group)
+        last = [time.perf_counter()]
+
+        def heartbeat(epoch: int, rows: list[dict], names: str = names, last: list = last) -> None:
+            if time.perf_counter() - last[0] > 30:
+                last[0] = time.perf_counter()
+                accs = " ".join(f"{r['val_acc']:.4f}" for r in rows)
+                log(f"[{tag}] {names}: epoch {epoch}, val_acc {accs}, {rows[0]['seconds']:.1f} s per epoch")
+
+        summaries, timing = train_group([t.config for t in group], splits, on_epoch=heartbeat,
+                                        vmap=vmap or len(group) > 1)
         for t, s in zip(group, summaries):
             if analyse is not None:
                 s["analysis"] = analyse(t.config, s, splits)
