@@ -55,6 +55,11 @@ class Totals:
             first_nonfinite_step=jnp.full((), -1, jnp.int32),
         )
 
+    def means(self) -> tuple[float, float]:
+        """(mean loss, accuracy) over the counted examples, as Python floats (syncs with the device)."""
+        count = max(int(self.count), 1)
+        return float(self.loss_sum) / count, int(self.correct) / count
+
 
 def weighted_loss(apply_fn: ApplyFn, params: Any, x: Array, y: Array, w: Array) -> tuple[Array, Array]:
     """Sum over the batch of per-example cross-entropy times weight, and the logits."""
