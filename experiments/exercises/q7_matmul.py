@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 def get_config() -> ConfigDict:
     return ConfigDict(dict(
         sizes=[1024, 1025, 1026, 1028, 1032, 2048, 2049, 4096, 4097],
-        reps=3,
+        reps=5,
         numpy=True,
         smoke=dict(sizes=[256, 257, 1024, 1025], reps=2),
     ))
