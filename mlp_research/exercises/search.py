@@ -23,7 +23,7 @@ import optuna
 
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.exercises.vmap_sweep import totals_means, train_group
+from mlp_research.exercises.vmap_sweep import train_group
 from mlp_research.models import build_model, from_canonical
 from mlp_research.training import step as step_lib
 from mlp_research.training.parallel import pad_eval
@@ -156,7 +156,7 @@ def evaluate(config: Config, params: Any, images: np.ndarray, labels: np.ndarray
     model = build_model(config.model)
     data = pad_eval(images, labels, min(config.eval_batch_size, len(labels)))
     totals = jax.jit(step_lib.make_evaluate(model.apply))(params, *data)
-    return totals_means(jax.device_get(totals))
+    return jax.device_get(totals).means()
 
 
 def _with_trials(record: dict, study: optuna.Study) -> dict:

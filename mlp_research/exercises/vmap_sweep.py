@@ -28,7 +28,7 @@ from mlp_research.data import Split, Splits, load_splits
 from mlp_research.models import build_model, to_canonical
 from mlp_research.training import step as step_lib
 from mlp_research.training.loop import device_description
-from mlp_research.training.optim import make_schedule
+from mlp_research.training.optim import make_optimizer
 from mlp_research.training.parallel import pad_eval
 
 # Fields a group's members may differ in; everything else must be equal.
@@ -71,39 +71,10 @@ def cached_splits(config: Config, train_subset: int = 0) -> Splits:
     return splits
 
 
-def base_optimizer(config: Config, lr: Any, steps_per_epoch: int) -> optax.GradientTransformation:
-    """`make_optimizer` with the peak learning rate `lr` as a (possibly traced) value.
-
-    The schedule's shape comes from the core's `make_schedule` at peak 1, scaled by `lr`.
-    """
-    shape = make_schedule(config.replace(lr=1.0), steps_per_epoch)
-    rate = lr if config.schedule == "constant" else (lambda count: lr * shape(count))
-    name, wd = config.optimizer, config.weight_decay
-    if name == "adamw":
-        return optax.adamw(rate, weight_decay=wd)
-    if name == "lamb":
-        return optax.lamb(rate, weight_decay=wd)
-    base = {
-        "sgd": lambda: optax.sgd(rate),
-        "momentum": lambda: optax.sgd(rate, momentum=config.momentum),
-        "nesterov": lambda: optax.sgd(rate, momentum=config.momentum, nesterov=True),
-        "adam": lambda: optax.adam(rate),
-        "rmsprop": lambda: optax.rmsprop(rate, momentum=config.momentum),
-        "adagrad": lambda: optax.adagrad(rate),
-    }[name]()
-    return optax.chain(optax.add_decayed_weights(wd), base) if wd > 0 else base
-
-
 def injected_optimizer(config: Config, steps_per_epoch: int, lr: float) -> optax.GradientTransformation:
     """The optimiser with its learning rate held in the state, so vmapped members can differ."""
-    factory = optax.inject_hyperparams(lambda learning_rate: base_optimizer(config, learning_rate, steps_per_epoch))
+    factory = optax.inject_hyperparams(lambda learning_rate: make_optimizer(config, steps_per_epoch, learning_rate))
     return factory(learning_rate=lr)
-
-
-def totals_means(totals: step_lib.Totals) -> tuple[float, float]:
-    """(mean loss, accuracy) of host-side running sums (kept here: the core's helper has moved between versions)."""
-    count = max(int(totals.count), 1)
-    return float(totals.loss_sum) / count, int(totals.correct) / count
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -224,8 +195,8 @@ def train_group(
             em = _unstack(ev, m) if vmap else ev
             if first_bad[m] < 0 and int(tm.first_nonfinite_step) >= 0:
                 first_bad[m] = int(tm.first_nonfinite_step)
-            train_loss, train_acc = totals_means(tm)
-            val_loss, val_acc = totals_means(em)
+            train_loss, train_acc = tm.means()
+            val_loss, val_acc = em.means()
             row = dict(epoch=epoch + 1, step=(epoch + 1) * layout.steps_per_epoch, train_loss=train_loss,
                        train_acc=train_acc, val_loss=val_loss, val_acc=val_acc, seconds=seconds,
                        examples_per_second=layout.num_train * k / seconds)
@@ -245,7 +216,7 @@ def train_group(
         final = {key: histories[m][-1][key] for key in ("epoch", "step", "train_loss", "train_acc", "val_loss",
                                                           "val_acc")}
         if test_data is not None:
-            tl, ta = totals_means(_unstack(test_totals, m) if vmap else test_totals)
+            tl, ta = (_unstack(test_totals, m) if vmap else test_totals).means()
             final.update(test_loss=tl, test_acc=ta)
         params = _unstack(host_params, m) if vmap else host_params
         summaries.append({

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optax
 
 from mlp_research.config import Config
@@ -19,13 +21,20 @@ def make_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule | floa
     )
 
 
-def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(config: Config, steps_per_epoch: int, lr: Any = None) -> optax.GradientTransformation:
     """The optax transformation for `config.optimizer` at `config.lr`.
 
+    `lr` replaces `config.lr` as the peak rate and may be a traced value, so
+    `optax.inject_hyperparams(lambda learning_rate: make_optimizer(c, n, learning_rate))`
+    gives vmapped sweeps one optimiser whose members differ in learning rate.
     Note: `max_epochs` sets the length of decaying schedules, so raising it on a
     resumed run changes the schedule of a cosine run (not of a constant one).
     """
-    lr = make_schedule(config, steps_per_epoch)
+    if lr is None:
+        lr = make_schedule(config, steps_per_epoch)
+    elif config.schedule != "constant":
+        shape, peak = make_schedule(config.replace(lr=1.0), steps_per_epoch), lr
+        lr = lambda count: peak * shape(count)  # noqa: E731
     name, wd = config.optimizer, config.weight_decay
     if name == "adamw":
         return optax.adamw(lr, weight_decay=wd)
