@@ -4,8 +4,10 @@
     python -m benchmarks.epoch_time --quick            # synthetic data, 2 epochs: a smoke run
 
 Each case runs in its own subprocess (clean memory numbers, no shared caches):
-- `core`: `experiments.train`'s loop (`train_and_evaluate`), epoch time as it reports it
-  (training plus the per-epoch evaluation of the test split).
+- `core`: `experiments.train`'s loop (`train_and_evaluate`) with default flags, epoch time as it
+  reports it (training plus the per-epoch evaluation of the test split; periodic checkpoints no
+  more often than every 10 s, so a short run saves at the end).
+- `core_save_each_epoch`: the same with an Orbax checkpoint after every epoch.
 - `jax_plain`: a straightforward per-batch `jax.jit` step fed from host numpy batches,
   plus the same evaluation, i.e. what one writes first.
 - `torch_plain`: the same model in torch with tensors resident in memory, no DataLoader.
@@ -28,7 +30,7 @@ from absl import app, flags
 
 flags.DEFINE_string("data_dir", os.environ.get("MLP_RESEARCH_DATA_DIR", ""), "Fashion-MNIST IDX directory.")
 flags.DEFINE_integer("epochs", 6, "Epochs per case (the first is warm-up).")
-flags.DEFINE_list("cases", ["core", "jax_plain", "torch_plain"], "Cases to run.")
+flags.DEFINE_list("cases", ["core", "core_save_each_epoch", "jax_plain", "torch_plain"], "Cases to run.")
 flags.DEFINE_list("models", ["mlp_scratch", "mlp"], "Models to time.")
 flags.DEFINE_boolean("quick", False, "Synthetic data, 2 epochs: checks the harness, not the machine.")
 flags.DEFINE_string("out", "runs/bench", "Output directory.")
@@ -53,14 +55,14 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def case_core(model: str) -> dict:
+def case_core(model: str, **overrides) -> dict:
     import tempfile
 
     from mlp_research.training.loop import train_and_evaluate
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        summary = train_and_evaluate(_config(model), workdir)
+        summary = train_and_evaluate(_config(model).replace(**overrides), workdir)
         rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     return {
         "epoch_seconds": [r["seconds"] for r in rows],
@@ -160,7 +162,13 @@ def case_torch_plain(model: str) -> dict:
             "final_val_acc": acc, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
 
 
-CASES = {"core": case_core, "jax_plain": case_jax_plain, "torch_plain": case_torch_plain}
+def case_core_save_each_epoch(model: str) -> dict:
+    """The core loop with an Orbax checkpoint after every epoch (no minimum interval)."""
+    return case_core(model, checkpoint_min_seconds=0)
+
+
+CASES = {"core": case_core, "core_save_each_epoch": case_core_save_each_epoch, "jax_plain": case_jax_plain,
+         "torch_plain": case_torch_plain}
 
 
 def run_case(case: str, model: str) -> dict:

@@ -36,6 +36,7 @@ FORMAT_VERSION = 1
 CHANGEABLE_ON_RESUME = frozenset({
     "max_epochs", "progress", "parallel", "eval_batch_size", "data_dir", "data_source", "test_at_end",
     "steps_per_call", "checkpoint_every_epochs", "checkpoint_every_steps", "keep_checkpoints",
+    "checkpoint_min_seconds",
 })
 
 

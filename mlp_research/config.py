@@ -69,6 +69,10 @@ class Config:
         0, "Also save every N steps, at the first compiled-call boundary after it (see --steps_per_call); 0: off."
     )
     keep_checkpoints: int = _field(3, "How many recent checkpoints to keep (0: all).")
+    checkpoint_min_seconds: float = _field(
+        10.0, "Skip a periodic save when the last one is younger than this; the final save and a save on "
+        "SIGTERM/SIGINT always happen (0: save at every due epoch/step)."
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +106,7 @@ class Config:
         check(self.checkpoint_every_epochs >= 0, "checkpoint_every_epochs", "must be >= 0")
         check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
         check(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0")
+        check(self.checkpoint_min_seconds >= 0, "checkpoint_min_seconds", "must be >= 0")
         n_train = self.num_train_examples()
         check(n_train >= 1, "val_fraction", f"leaves no training examples (val_fraction={self.val_fraction})")
         check(

@@ -24,7 +24,9 @@ from mlp_research.errors import (
 )
 from mlp_research.workdir import WorkdirLock
 
-SYNTHETIC = ["--dataset=synthetic", "--synthetic_train_size=6000", "--synthetic_test_size=500", "--batch_size=64"]
+# Save at every due epoch/step (no minimum interval), so stops fall between real checkpoints.
+SYNTHETIC = ["--dataset=synthetic", "--synthetic_train_size=6000", "--synthetic_test_size=500", "--batch_size=64",
+             "--checkpoint_min_seconds=0"]
 
 
 def train_cmd(workdir: Path, *args: str) -> list[str]:
@@ -209,10 +211,10 @@ def test_evaluate_without_checkpoint_fails_cleanly(tmp_path):
 
 def test_real_data_stops_after_epoch_two_resume_to_the_same_rows(tmp_path, data_dir):
     """The issue's acceptance check: default model, 4 epochs, stopped three ways after epoch 2."""
-    args = [f"--data_dir={data_dir}", "--max_epochs=4"]
+    args = [f"--data_dir={data_dir}", "--max_epochs=4", "--checkpoint_min_seconds=0"]
     run(tmp_path / "whole", *args)
     reference = rows(tmp_path / "whole")
-    run(tmp_path / "clean", f"--data_dir={data_dir}", "--max_epochs=2")
+    run(tmp_path / "clean", f"--data_dir={data_dir}", "--max_epochs=2", "--checkpoint_min_seconds=0")
     run(tmp_path / "clean", *args)
     assert start_and_interrupt(tmp_path / "term", args, "epoch   2/4", signal.SIGTERM) == PreemptedError.exit_code
     run(tmp_path / "term", *args)
@@ -242,3 +244,14 @@ def test_second_ctrl_c_exits_at_once_and_the_run_still_resumes(tmp_path):
     done = run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_call=10")
     assert "resuming from" in done.stdout
     assert [r["epoch"] for r in rows(tmp_path)] == [1, 2]
+
+
+def test_periodic_saves_respect_the_minimum_interval(tmp_path):
+    """With the default 10 s minimum, a short run saves once, at the end; with 0, at every epoch."""
+    args = [a for a in SYNTHETIC if not a.startswith("--checkpoint_min_seconds")]
+    run(tmp_path / "default", *args, "--max_epochs=3", "--keep_checkpoints=0")
+    run(tmp_path / "every", *args, "--max_epochs=3", "--keep_checkpoints=0", "--checkpoint_min_seconds=0")
+    steps = {name: sorted(int(p.name) for p in (tmp_path / name / "checkpoints").iterdir() if p.name.isdigit())
+             for name in ("default", "every")}
+    assert steps["default"] == [282]  # 3 epochs x 94 steps
+    assert steps["every"] == [94, 188, 282]

@@ -103,12 +103,21 @@ def _train(config: Config, splits: Splits, trainer: Trainer, workdir: str, check
         metrics_lib.write_rows(workdir, rows)  # exactly the checkpoint's history: no duplicates, no gaps
         writer = metrics_lib.MetricsWriter(workdir)
     last_saved = resumed.step if resumed else -1
+    last_save_time = time.monotonic()
 
     def save(position: checkpoint_lib.Position) -> int:
+        nonlocal last_save_time
         step = position.epoch * layout.steps_per_epoch + position.step_in_epoch
         checkpoints.save(step, trainer.state_dict(), trainer.get_params(), config, position,
                          [dataclasses.asdict(r) for r in rows])
+        last_save_time = time.monotonic()
         return step
+
+    def periodic_save_due(every: int, count: int, stride: int = 1) -> bool:
+        """`count` (epochs or steps, advanced by `stride`) crossed a multiple of `every`, and the
+        last save is at least `checkpoint_min_seconds` old."""
+        crossed = every and count // every != (count - stride) // every
+        return bool(crossed) and time.monotonic() - last_save_time >= config.checkpoint_min_seconds
 
     try:
         with StopOnSignal(announce=primary) as stop:
@@ -123,8 +132,7 @@ def _train(config: Config, splits: Splits, trainer: Trainer, workdir: str, check
                     if done == layout.steps_per_epoch:
                         break
                     global_step = epoch * layout.steps_per_epoch + done
-                    every = config.checkpoint_every_steps
-                    due = every and global_step // every != (global_step - layout.steps_per_chunk) // every
+                    due = periodic_save_due(config.checkpoint_every_steps, global_step, layout.steps_per_chunk)
                     if stop.requested or due:
                         sums = trainer.epoch_sums()
                         check_finite(sums, epoch + 1, layout.steps_per_epoch)
@@ -142,8 +150,8 @@ def _train(config: Config, splits: Splits, trainer: Trainer, workdir: str, check
                     writer.write(row)
                 if config.progress and primary:
                     print(row.progress_line(config.max_epochs), flush=True)
-                every = config.checkpoint_every_epochs
-                if stop.requested or epoch + 1 == config.max_epochs or (every and (epoch + 1) % every == 0):
+                if (stop.requested or epoch + 1 == config.max_epochs
+                        or periodic_save_due(config.checkpoint_every_epochs, epoch + 1)):
                     last_saved = save(checkpoint_lib.Position(epoch + 1, 0))
                 if stop.requested:
                     _preempted(stop, checkpoints, last_saved)
