@@ -15,13 +15,14 @@ pyproject.toml. Nothing in the core changes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from mlp_research.batching import EpochLayout
 from mlp_research.config import Config
 from mlp_research.data import Splits
+from mlp_research.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,3 +100,17 @@ class Backend(Protocol):
 
     def trainer(self, config: Config, splits: Splits) -> Trainer:
         """Build, initialise (from `config.seed`) and place a run's model, optimiser and data."""
+
+
+def check_single_device(config: Config, backend: str, optimizers: Sequence[str]) -> None:
+    """The checks every one-device backend makes: no JAX-only placement, a supported optimiser."""
+    if config.parallel not in ("auto", "none"):
+        raise ConfigError(
+            f"--parallel: the {backend} backend trains on one device; {config.parallel!r} is JAX-only "
+            "(use auto or none)"
+        )
+    if config.optimizer not in optimizers:
+        raise ConfigError(
+            f"--optimizer: {config.optimizer!r} is not available in the {backend} backend; "
+            f"choose one of {', '.join(optimizers)}"
+        )

@@ -16,15 +16,12 @@ from typing import Any
 import numpy as np
 
 from mlp_research import batching
-from mlp_research.backends.base import Sums
+from mlp_research.backends.base import Sums, check_single_device
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.errors import ConfigError
 from mlp_research_mxnet import optim
 from mlp_research_mxnet.framework import mxnet
 from mlp_research_mxnet.models import build_model
-
-SINGLE_DEVICE_MODES = ("auto", "none")
 
 
 class MXNetBackend:
@@ -38,12 +35,7 @@ class MXNetBackend:
 
     def check(self, config: Config) -> None:
         """Refuse what this backend cannot do, naming the flag (everything else of the spec is supported)."""
-        if config.parallel not in SINGLE_DEVICE_MODES:
-            raise ConfigError(f"--parallel: the mxnet backend trains on one device; use auto or none, "
-                              f"not {config.parallel!r}")
-        if config.optimizer not in optim.SUPPORTED:
-            raise ConfigError(f"--optimizer: {config.optimizer!r} is not available in the mxnet backend; "
-                              f"choose one of {', '.join(optim.SUPPORTED)}")
+        check_single_device(config, self.name, optim.SUPPORTED)
 
     def trainer(self, config: Config, splits: Splits) -> "MXNetTrainer":
         self.check(config)

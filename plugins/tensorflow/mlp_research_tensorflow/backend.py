@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlp_research.backends.base import check_single_device
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlp_research_tensorflow.trainer import TensorFlowTrainer
@@ -32,16 +32,7 @@ class TensorFlowBackend:
 
     def check(self, config: Config) -> None:
         """Refuse, before any work, the options this backend does not run."""
-        if config.parallel not in ("auto", "none"):
-            raise ConfigError(
-                f"--parallel: {config.parallel} is JAX-only; the tensorflow backend trains on one device "
-                "(use --parallel=auto or none)"
-            )
-        if config.optimizer not in SUPPORTED_OPTIMIZERS:
-            raise ConfigError(
-                f"--optimizer: {config.optimizer} is not available in the tensorflow backend "
-                f"(supported: {', '.join(SUPPORTED_OPTIMIZERS)})"
-            )
+        check_single_device(config, self.name, SUPPORTED_OPTIMIZERS)
 
     def trainer(self, config: Config, splits: Splits) -> "TensorFlowTrainer":
         self.check(config)

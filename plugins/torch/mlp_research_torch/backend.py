@@ -11,9 +11,9 @@ import importlib.metadata as md
 import importlib.util
 from typing import TYPE_CHECKING
 
+from mlp_research.backends.base import check_single_device
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlp_research_torch.trainer import TorchTrainer
@@ -32,16 +32,7 @@ class TorchBackend:
 
     def check(self, config: Config) -> None:
         """Refuse what torch cannot mirror: multi-device placements and LAMB."""
-        if config.parallel not in ("auto", "none"):
-            raise ConfigError(
-                f"--parallel: the torch backend trains on one device; {config.parallel!r} is JAX-only "
-                "(use auto or none)"
-            )
-        if config.optimizer not in SUPPORTED_OPTIMIZERS:
-            raise ConfigError(
-                f"--optimizer: {config.optimizer!r} is not in torch.optim; the torch backend supports "
-                f"{', '.join(SUPPORTED_OPTIMIZERS)}"
-            )
+        check_single_device(config, self.name, SUPPORTED_OPTIMIZERS)
 
     def trainer(self, config: Config, splits: Splits) -> "TorchTrainer":
         self.check(config)
