@@ -11,7 +11,7 @@ import time
 from absl import flags
 
 from mlp_research import cli, distributed
-from mlp_research.workdir import prepare_workdir
+from mlp_research.workdir import check_workdir
 
 cli.define_config_flags()
 flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>). A workdir with a "
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
         raise cli.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = cli.config_from_flags()
     distributed.check_args(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    workdir = prepare_workdir(
+    workdir = check_workdir(
         FLAGS.workdir or os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     )
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

@@ -7,12 +7,25 @@ import os
 from mlp_research.errors import ConfigError, WorkdirLockedError
 
 
-def prepare_workdir(workdir: str) -> str:
-    """Create the work directory; refuse a path that is a file or cannot be created."""
+def check_workdir(workdir: str) -> str:
+    """Refuse an empty path or one that is a file, creating nothing (cheap: before any import of JAX)."""
     if not workdir:
         raise ConfigError("--workdir: must not be empty")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"--workdir: {workdir} exists and is not a directory")
+    ancestor = os.path.dirname(os.path.abspath(workdir))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ConfigError(f"--workdir: cannot create {workdir} ({ancestor} is not a directory)")
+    if not os.access(ancestor if not os.path.isdir(workdir) else workdir, os.W_OK):
+        raise ConfigError(f"--workdir: cannot create or write {workdir} (permission denied)")
+    return workdir
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Create the work directory; refuse a path that is a file or cannot be created."""
+    check_workdir(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:

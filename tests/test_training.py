@@ -186,3 +186,14 @@ def test_real_data_reaches_book_accuracy(tmp_path, data_dir, model):
     assert summary["final"]["val_acc"] >= 0.84
     assert summary["final"]["train_loss"] < 0.40
     assert summary["num_eval"] == 10_000 and summary["eval_split"] == "test"
+
+
+def test_missing_data_fails_fast_and_leaves_no_workdir(tmp_path):
+    workdir = tmp_path / "never"
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.train", f"--data_dir={tmp_path / 'missing'}", f"--workdir={workdir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --data_dir:")
+    assert not workdir.exists()

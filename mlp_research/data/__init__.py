@@ -62,6 +62,8 @@ def load_arrays(config: Config) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np
         return train, test, "synthetic"
     data_dir = config.resolved_data_dir()
     source = config.data_source
+    if data_dir and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir: {data_dir} does not exist (or is not a directory)")
     from mlp_research.data import idx
 
     if source == "auto":

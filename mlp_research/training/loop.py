@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -56,6 +57,7 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     backend = backends.load(config.backend)
     backend.check(config)  # e.g. refuses an uneven batch split before any work
+    created = not os.path.exists(workdir)
     prepare_workdir(workdir)
     primary = _process_index(config) == 0
     if not restart:  # refuse a mismatched resume before anything in the workdir changes
@@ -63,12 +65,18 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False) -> d
     with WorkdirLock(workdir) if primary else contextlib.nullcontext():
         if primary:
             metrics_lib.preload_plotting()
-        t0 = time.perf_counter()
-        splits = load_splits(config)
-        data_seconds = time.perf_counter() - t0
-        if config.batch_size > len(splits.train):
-            raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
-        trainer = backend.trainer(config, splits)
+        try:
+            t0 = time.perf_counter()
+            splits = load_splits(config)
+            data_seconds = time.perf_counter() - t0
+            if config.batch_size > len(splits.train):
+                raise ConfigError(
+                    f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
+            trainer = backend.trainer(config, splits)
+        except Exception:
+            if created and primary:  # a run that failed before writing anything leaves no workdir behind
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         # Only now, with config, data and compilation known to be good, does the workdir change.
         if restart and primary:
             checkpoint_lib.discard(workdir, OUTPUTS)
