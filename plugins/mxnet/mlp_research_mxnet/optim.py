@@ -15,21 +15,21 @@ from typing import Any, Callable
 import numpy as np
 
 from mlp_research.config import Config
+from mlp_research.training.optax_defaults import (
+    ADAGRAD_EPS,
+    ADAM_B1,
+    ADAM_B2,
+    ADAM_EPS,
+    LAMB_EPS,
+    RMS_DECAY,
+    RMS_EPS,
+    STATE_SLOTS,
+)
 
 SUPPORTED = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "lamb")
-# Slots of optimiser state per parameter, with their initial value (optax's defaults).
-SLOTS: dict[str, dict[str, float]] = {
-    "sgd": {},
-    "momentum": {"trace": 0.0},
-    "nesterov": {"trace": 0.0},
-    "adam": {"mu": 0.0, "nu": 0.0},
-    "adamw": {"mu": 0.0, "nu": 0.0},
-    "lamb": {"mu": 0.0, "nu": 0.0},
-    "rmsprop": {"nu": 0.0, "trace": 0.0},
-    "adagrad": {"sum_of_squares": 0.1},
-}
-B1, B2 = 0.9, 0.999
-ADAM_EPS, LAMB_EPS, RMS_DECAY, RMS_EPS, ADAGRAD_EPS = 1e-8, 1e-6, 0.9, 1e-8, 1e-7
+# optax's defaults and state slots, shared with the core (and the other backends).
+SLOTS = STATE_SLOTS
+B1, B2 = ADAM_B1, ADAM_B2
 
 
 def make_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:

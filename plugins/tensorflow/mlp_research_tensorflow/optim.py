@@ -14,25 +14,21 @@ import math
 from typing import Any
 
 from mlp_research.config import Config
+from mlp_research.training.optax_defaults import (
+    ADAGRAD_EPS,
+    ADAM_B1,
+    ADAM_B2,
+    ADAM_EPS,
+    RMS_DECAY,
+    RMS_EPS,
+    STATE_SLOTS,
+)
 from mlp_research_tensorflow._tf import import_tensorflow
 
 tf = import_tensorflow()
 
-# optax defaults.
-ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
-RMS_DECAY, RMS_EPS = 0.9, 1e-8
-ADAGRAD_INIT, ADAGRAD_EPS = 0.1, 1e-7
-
-# Slots each optimiser keeps per parameter, and their initial values.
-SLOTS: dict[str, dict[str, float]] = {
-    "sgd": {},
-    "momentum": {"trace": 0.0},
-    "nesterov": {"trace": 0.0},
-    "adam": {"mu": 0.0, "nu": 0.0},
-    "adamw": {"mu": 0.0, "nu": 0.0},
-    "rmsprop": {"nu": 0.0, "trace": 0.0},
-    "adagrad": {"sum_of_squares": ADAGRAD_INIT},
-}
+# optax's defaults and state slots, shared with the core (lamb is refused here, see backend.check).
+SLOTS = {name: slots for name, slots in STATE_SLOTS.items() if name != "lamb"}
 
 
 def learning_rate(config: Config, steps_per_epoch: int, count: Any) -> Any:
