@@ -46,23 +46,18 @@ def pick_device() -> torch.device:
 
 
 def configure_threads() -> int:
-    """Intra-op threads: $MLP_RESEARCH_TORCH_THREADS, else one thread on a busy machine, else torch's default.
+    """Intra-op threads: $MLP_RESEARCH_TORCH_THREADS, else torch's default capped at the CPUs this process may use.
 
-    torch's default counts the machine's cores, capped here at the CPUs this
-    process may use. When the 1-minute load already fills those CPUs, one thread
-    is far faster for these small matrices: a parallel region waits for its
-    slowest thread, and on a shared 2-core machine (load ~6) a 784x256 step took
-    ~300 ms with 2 threads against ~30 ms with 1. Pin the count with the
-    variable when bit-identical results across differently loaded runs matter.
+    The count never depends on the machine's load: float reductions differ
+    between thread counts, so a load-dependent choice would make a resumed run
+    differ from an uninterrupted one. On an oversubscribed machine one thread is
+    far faster for these small matrices (a parallel region waits for its slowest
+    thread: ~300 ms vs ~30 ms per 784x256 step at load ~6 on 2 cores); set
+    MLP_RESEARCH_TORCH_THREADS=1 there.
     """
     env = os.environ.get(THREADS_ENV, "")
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if env:
-        threads = int(env)
-    elif os.getloadavg()[0] >= allowed:
-        threads = 1
-    else:
-        threads = min(torch.get_num_threads(), allowed)
+    threads = int(env) if env else min(torch.get_num_threads(), allowed)
     if threads >= 1 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
