@@ -22,8 +22,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     from mlp_research.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(FLAGS.workdir, split=FLAGS.split, data_dir=FLAGS.data_dir, export=FLAGS.export,

@@ -38,8 +38,6 @@ def experiment_files() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     files = experiment_files()
     only = [q.strip() for q in FLAGS.only.split(",") if q.strip()] or ORDER
     unknown = [q for q in only if q not in files]

@@ -25,8 +25,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = cli.config_from_flags()
     distributed.check_args(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     workdir = check_workdir(

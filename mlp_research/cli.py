@@ -83,6 +83,8 @@ def run(main: Callable[[list[str]], Any]) -> None:
         if not flags.FLAGS["verbosity"].present:  # keep the terminal to our progress lines
             absl_logging.set_verbosity(absl_logging.WARNING)
         try:
+            if len(argv) > 1:  # absl leaves non-flag words here; no entry point takes any
+                raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
             return main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
