@@ -36,7 +36,7 @@ FORMAT_VERSION = 1
 CHANGEABLE_ON_RESUME = frozenset({
     "max_epochs", "progress", "parallel", "eval_batch_size", "data_dir", "data_source", "test_at_end",
     "steps_per_call", "checkpoint_every_epochs", "checkpoint_every_steps", "keep_checkpoints",
-    "checkpoint_min_seconds",
+    "checkpoint_min_seconds", "compilation_cache_dir",
 })
 
 
@@ -64,10 +64,12 @@ class Resumed:
 def config_differences(old: dict, new: dict) -> list[str]:
     """'field: old -> new' for every field that changes what the run computes."""
     diffs = []
+    # A checkpoint written before a field existed computed with that field's default.
+    defaults = Config().to_flat()
     for name in sorted(set(old) | set(new)):
         if name in CHANGEABLE_ON_RESUME:
             continue
-        a, b = old.get(name), new.get(name)
+        a, b = old.get(name, defaults.get(name)), new.get(name, defaults.get(name))
         if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
             a, b = list(a or []), list(b or [])
         if a != b:

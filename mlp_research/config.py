@@ -21,9 +21,11 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DATASETS = ("fashion_mnist", "synthetic")
 DATA_SOURCES = ("auto", "idx", "tfds")
 PARALLEL_MODES = ("auto", "none", "pmap", "sharded")
+MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 # Sizes of Fashion-MNIST's splits, known without loading it (for flag checks).
 FASHION_MNIST_SIZES = {"train": 60_000, "test": 10_000}
 DATA_DIR_ENV = "MLP_RESEARCH_DATA_DIR"
+COMPILATION_CACHE_ENV = "MLP_RESEARCH_COMPILATION_CACHE"
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -63,6 +65,16 @@ class Config:
     steps_per_call: int = _field(0, "Training steps per compiled call; 0 runs a whole epoch per call.")
     parallel: str = _field("auto", f"Data parallelism: {', '.join(PARALLEL_MODES)}.")
     progress: bool = _field(True, "Print a progress line per epoch.")
+    matmul_precision: str = _field(
+        "default",
+        "Matmul precision (JAX backend): default (the platform's: TF32 on recent NVIDIA GPUs, float32 on CPU), "
+        "float32 (full precision everywhere), tensorfloat32 (GPU/TPU; CPU computes float32), or bfloat16 "
+        "(operands rounded to bfloat16, float32 accumulation, on every platform).",
+    )
+    compilation_cache_dir: str = _field(
+        "", f"JAX's persistent compilation cache: a later run with the same program skips XLA compilation "
+        f"(default: ${COMPILATION_CACHE_ENV}; empty: off)."
+    )
     # Checkpoints.
     checkpoint_every_epochs: int = _field(1, "Save a checkpoint every N epochs (0: only at the end).")
     checkpoint_every_steps: int = _field(
@@ -102,6 +114,8 @@ class Config:
         check(self.synthetic_train_size >= 1, "synthetic_train_size", "must be >= 1")
         check(self.synthetic_test_size >= 1, "synthetic_test_size", "must be >= 1")
         check(self.steps_per_call >= 0, "steps_per_call", f"must be >= 0, got {self.steps_per_call}")
+        check(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision",
+              f"unknown precision {self.matmul_precision!r}; choose one of {', '.join(MATMUL_PRECISIONS)}")
         check(self.parallel in PARALLEL_MODES, "parallel", f"unknown mode {self.parallel!r}; choose one of {', '.join(PARALLEL_MODES)}")
         check(self.checkpoint_every_epochs >= 0, "checkpoint_every_epochs", "must be >= 0")
         check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
@@ -124,6 +138,9 @@ class Config:
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or os.environ.get(DATA_DIR_ENV, "")
+
+    def resolved_compilation_cache_dir(self) -> str:
+        return os.path.expanduser(self.compilation_cache_dir or os.environ.get(COMPILATION_CACHE_ENV, ""))
 
     # ------------------------------------------------------ flat user view
     def to_flat(self) -> dict[str, Any]:

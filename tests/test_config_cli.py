@@ -46,6 +46,7 @@ CONFIGS = REPO / "experiments" / "configs"
         ({"schedule": "step"}, "schedule"),
         ({"dataset": "mnist"}, "dataset"),
         ({"data_source": "web"}, "data_source"),
+        ({"matmul_precision": "fp8"}, "matmul_precision"),
         ({"lr": 0}, "lr"),
         ({"lr": -1}, "lr"),
         ({"lr": "abc"}, "lr"),

@@ -103,11 +103,16 @@ class Backend(Protocol):
 
 
 def check_single_device(config: Config, backend: str, optimizers: Sequence[str]) -> None:
-    """The checks every one-device backend makes: no JAX-only placement, a supported optimiser."""
+    """The checks every one-device backend makes: no JAX-only placement or precision, a supported optimiser."""
     if config.parallel not in ("auto", "none"):
         raise ConfigError(
             f"--parallel: the {backend} backend trains on one device; {config.parallel!r} is JAX-only "
             "(use auto or none)"
+        )
+    if config.matmul_precision != "default":
+        raise ConfigError(
+            f"--matmul_precision: {config.matmul_precision!r} is JAX-only; the {backend} backend computes with "
+            "its framework's default precision (use default)"
         )
     if config.optimizer not in optimizers:
         raise ConfigError(

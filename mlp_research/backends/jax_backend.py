@@ -8,6 +8,7 @@ driver asks for them.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -36,12 +37,28 @@ class JaxBackend:
         parallel.make_placement(config)
 
     def trainer(self, config: Config, splits: Splits) -> "JaxTrainer":
+        use_compilation_cache(config.resolved_compilation_cache_dir())
         return JaxTrainer(config, splits, parallel.make_placement(config))
+
+
+def use_compilation_cache(path: str) -> None:
+    """Point JAX's persistent compilation cache at `path` ('' leaves it as it is).
+
+    Every program is cached, however quick it was to compile: on a warm cache a
+    run starts training without invoking XLA at all. Must run before the
+    process's first compilation, which is when JAX decides whether to use a cache.
+    """
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def init_state_fn(config: Config, steps_per_epoch: int):
     """`init(key) -> TrainState` for a config: Flax parameters and optax state."""
-    model, tx = build_model(config.model), make_optimizer(config, steps_per_epoch)
+    model, tx = build_model(config.model, config.matmul_precision), make_optimizer(config, steps_per_epoch)
 
     def init(key: jax.Array) -> step_lib.TrainState:
         params = model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
@@ -67,7 +84,7 @@ class JaxTrainer:
         self.config = config
         self.splits = splits
         self.placement = placement
-        self.model = build_model(config.model)
+        self.model = build_model(config.model, config.matmul_precision)
         self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_call)
         self.tx = make_optimizer(config, self.layout.steps_per_epoch)
         self.init_key = jax.random.PRNGKey(config.seed)

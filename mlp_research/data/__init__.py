@@ -50,7 +50,8 @@ def to_float_images(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    return (images.astype(np.float32) / np.float32(255.0)).reshape(images.shape[0], 28, 28)
+    # One pass and one allocation (the same values as astype, then divide).
+    return np.divide(images, np.float32(255.0), dtype=np.float32).reshape(images.shape[0], 28, 28)
 
 
 def load_arrays(config: Config) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:

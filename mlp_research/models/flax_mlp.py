@@ -9,6 +9,7 @@ activation and initialisation, so the chapter's exercises need no new code.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Mapping
 
 import flax.linen as nn
@@ -56,21 +57,46 @@ def kernel_init(spec: ModelSpec) -> Initializer | None:
     }[init]
 
 
+DotGeneral = Callable[..., Array]
+
+
+def _bfloat16_dot_general(lhs: Array, rhs: Array, dimension_numbers, precision=None, preferred_element_type=None):
+    """Operands rounded to bfloat16, products accumulated and returned in float32 (as on a TPU/GPU MXU)."""
+    del precision, preferred_element_type
+    return jax.lax.dot_general(lhs.astype(jnp.bfloat16), rhs.astype(jnp.bfloat16), dimension_numbers,
+                               preferred_element_type=jnp.float32)
+
+
+def make_dot_general(precision: str = "default") -> DotGeneral:
+    """The matmul of `--matmul_precision`. Parameters, gradients and optimiser state stay float32."""
+    if precision == "bfloat16":
+        return _bfloat16_dot_general
+    lax_precision = {"default": None, "float32": jax.lax.Precision.HIGHEST,
+                     "tensorfloat32": jax.lax.Precision.HIGH}[precision]
+    return functools.partial(jax.lax.dot_general, precision=lax_precision)
+
+
+def _matmul(dot_general: DotGeneral, x: Array, w: Array) -> Array:
+    return dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
 class MLPScratch(nn.Module):
     """From-scratch MLP: explicit W1, b1, W2, b2, ... parameters."""
 
     spec: ModelSpec
+    precision: str = "default"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         spec = self.spec
         act = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
         w_init = kernel_init(spec)
+        dot_general = make_dot_general(self.precision)
         x = x.reshape((-1, spec.num_inputs))
         for i, (name, shape) in enumerate(_weight_shapes(spec)):
             w = self.param(name, w_init, shape)
             b = self.param(f"b{name[1:]}", nn.initializers.zeros_init(), (shape[1],))
-            x = x @ w + b
+            x = _matmul(dot_general, x, w) + b
             if i < spec.num_layers - 1:
                 x = act(x)
         return x
@@ -80,12 +106,15 @@ class MLP(nn.Module):
     """Concise MLP: Dense -> activation -> ... -> Dense."""
 
     spec: ModelSpec
+    precision: str = "default"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         spec = self.spec
         w_init = kernel_init(spec)
         extra = {} if w_init is None else {"kernel_init": w_init}
+        if self.precision != "default":
+            extra["dot_general"] = make_dot_general(self.precision)
         x = x.reshape((x.shape[0], -1))
         for width in spec.num_hiddens:
             x = ACTIVATIONS[spec.activation](nn.Dense(width, **extra)(x))
@@ -96,9 +125,9 @@ def _weight_shapes(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     return [(name, shape) for name, shape in spec.canonical_shapes().items() if name.startswith("W")]
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """The Flax module for a spec."""
-    return MLPScratch(spec) if spec.model == "mlp_scratch" else MLP(spec)
+def build_model(spec: ModelSpec, precision: str = "default") -> nn.Module:
+    """The Flax module for a spec, its matmuls at `precision` (see `make_dot_general`)."""
+    return (MLPScratch if spec.model == "mlp_scratch" else MLP)(spec, precision)
 
 
 def to_canonical(spec: ModelSpec, params: Mapping) -> dict[str, np.ndarray]:

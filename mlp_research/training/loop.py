@@ -241,13 +241,19 @@ def _title(config: Config) -> str:
             f"{config.optimizer} lr={config.lr}, batch {config.batch_size}")
 
 
+# Distribution name -> module whose `__version__` says it (already imported by a run: no metadata scan).
+_VERSIONED_MODULES = {"jax": "jax", "jaxlib": "jaxlib", "flax": "flax", "optax": "optax",
+                      "orbax-checkpoint": "orbax.checkpoint", "numpy": "numpy"}
+
+
 def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version()}
-    for name in ("mlp-research", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    for name in ("mlp-research", *_VERSIONED_MODULES):
+        version = getattr(sys.modules.get(_VERSIONED_MODULES.get(name, "")), "__version__", None)
         try:
-            versions[name] = md.version(name)
+            versions[name] = version if isinstance(version, str) else md.version(name)
         except md.PackageNotFoundError:
             pass
     return versions

@@ -224,6 +224,8 @@ def test_check_refuses_with_the_flag_named() -> None:
         backend.check(tiny_config(parallel="pmap"))
     with pytest.raises(ConfigError, match=r"^--parallel: "):
         backend.check(tiny_config(parallel="sharded"))
+    with pytest.raises(ConfigError, match=r"^--matmul_precision: "):
+        backend.check(tiny_config(matmul_precision="float32"))
 
 
 # ------------------------------------------------------------- command line

@@ -59,7 +59,8 @@ def test_listing_and_checking_import_no_tensorflow():
 
 
 @pytest.mark.parametrize("flags, flag", [({"parallel": "pmap"}, "--parallel"), ({"parallel": "sharded"}, "--parallel"),
-                                         ({"optimizer": "lamb"}, "--optimizer")])
+                                         ({"optimizer": "lamb"}, "--optimizer"),
+                                         ({"matmul_precision": "tensorfloat32"}, "--matmul_precision")])
 def test_check_refuses_unsupported_options_naming_the_flag(flags, flag):
     with pytest.raises(ConfigError) as error:
         backends.load("tensorflow").check(small_config(**flags))

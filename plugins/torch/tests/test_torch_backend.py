@@ -263,7 +263,7 @@ def test_check_refuses_what_torch_cannot_do(tmp_path, repo, tiny):
     backend.check(tiny(parallel="none"))
     backend.check(tiny(parallel="auto"))
     for flags, flag in ((dict(parallel="pmap"), "--parallel"), (dict(parallel="sharded"), "--parallel"),
-                        (dict(optimizer="lamb"), "--optimizer")):
+                        (dict(optimizer="lamb"), "--optimizer"), (dict(matmul_precision="bfloat16"), "--matmul_precision")):
         with pytest.raises(ConfigError, match=f"^{flag}: "):
             backend.check(tiny(**flags))
     done = subprocess.run([sys.executable, "-m", "experiments.train", "--backend=torch", "--dataset=synthetic",

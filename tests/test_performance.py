@@ -1,0 +1,114 @@
+"""Speed options of the JAX core: matmul precision and the persistent compilation cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config
+from mlp_research.checkpoint import config_differences
+from mlp_research.models import build_model
+from mlp_research.spec import ModelSpec
+from mlp_research.training.loop import train_and_evaluate
+
+
+def _logits(spec: ModelSpec, precision: str, params, x):
+    return np.asarray(jax.jit(lambda p, x: build_model(spec, precision).apply({"params": p}, x))(params, x))
+
+
+@pytest.mark.parametrize("model_name", ["mlp_scratch", "mlp"])
+def test_bfloat16_rounds_the_operands_and_accumulates_in_float32(model_name):
+    spec = ModelSpec(model=model_name, num_hiddens=(64,))
+    x = jnp.asarray(np.random.default_rng(0).random((32, 28, 28), np.float32))
+    params = build_model(spec).init(jax.random.PRNGKey(0), x)["params"]
+    full = _logits(spec, "default", params, x)
+    low = _logits(spec, "bfloat16", params, x)
+    assert low.dtype == np.float32
+
+    # The reference: every matmul operand rounded to bfloat16, the products summed in float64.
+    def bf16(a):
+        return np.asarray(jnp.asarray(a, jnp.bfloat16).astype(jnp.float32), np.float64)
+
+    leaves = [np.asarray(v) for v in jax.tree.leaves(params)]
+    if model_name == "mlp_scratch":
+        w1, w2, b1, b2 = (params[k] for k in ("W1", "W2", "b1", "b2"))
+    else:
+        w1, b1 = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]
+        w2, b2 = params["Dense_1"]["kernel"], params["Dense_1"]["bias"]
+    assert len(leaves) == 4
+    h = np.maximum(bf16(np.asarray(x).reshape(32, -1)) @ bf16(w1) + np.asarray(b1), 0)
+    reference = bf16(h) @ bf16(w2) + np.asarray(b2)
+    scale = np.abs(reference).max()
+    assert np.abs(low - reference).max() < 1e-5 * scale
+    assert np.abs(full - reference).max() > 1e-3 * scale  # it really is a different computation
+
+
+@pytest.mark.parametrize("precision", ["float32", "tensorfloat32"])
+def test_precision_requests_leave_cpu_results_unchanged(precision):
+    """CPUs compute float32 matmuls at full precision whatever is requested; GPUs honour the request."""
+    spec = ModelSpec(model="mlp", num_hiddens=(64,))
+    x = jnp.asarray(np.random.default_rng(1).random((16, 784), np.float32))
+    params = build_model(spec).init(jax.random.PRNGKey(1), x)["params"]
+    assert np.array_equal(_logits(spec, precision, params, x), _logits(spec, "default", params, x))
+
+
+def test_bfloat16_run_learns_close_to_float32(tmp_path):
+    """Mixed precision trains: its accuracy stays near the float32 run's (the cost is reported, not hidden)."""
+    full = train_and_evaluate(tiny_config(max_epochs=3), str(tmp_path / "f32"))
+    low = train_and_evaluate(tiny_config(max_epochs=3, matmul_precision="bfloat16"), str(tmp_path / "bf16"))
+    assert low["config"]["matmul_precision"] == "bfloat16"
+    assert low["final"]["train_loss"] != full["final"]["train_loss"]
+    assert abs(low["final"]["val_acc"] - full["final"]["val_acc"]) < 0.05
+    assert all(v.dtype == np.float32 for v in low["params"].values())
+
+
+def test_precision_is_part_of_what_a_checkpoint_computes():
+    """Changing precision refuses a resume; an old checkpoint without the field means the default."""
+    old = {k: v for k, v in tiny_config().to_flat().items() if k not in ("matmul_precision", "compilation_cache_dir")}
+    assert config_differences(old, tiny_config().to_flat()) == []
+    assert config_differences(old, tiny_config(compilation_cache_dir="/tmp/x").to_flat()) == []
+    assert config_differences(old, tiny_config(matmul_precision="bfloat16").to_flat()) == [
+        "matmul_precision: 'default' -> 'bfloat16'"
+    ]
+
+
+# A run in a fresh process that reports the persistent-cache hits JAX records.
+_COUNT_CACHE_HITS = """
+import json, sys
+import jax.monitoring
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
+from experiments import train
+from mlp_research import cli
+sys.argv = ["train", *sys.argv[1:]]
+try:
+    cli.run(train.main)
+finally:
+    print(json.dumps({"cache_hits": len(hits)}))
+"""
+
+
+def test_warm_compilation_cache_skips_compiling(tmp_path):
+    cache = tmp_path / "cache"
+    flags = ["--dataset=synthetic", "--synthetic_train_size=1000", "--synthetic_test_size=300", "--batch_size=64",
+             "--max_epochs=1", "--progress=false", f"--compilation_cache_dir={cache}"]
+    results = []
+    for run in ("cold", "warm"):
+        done = subprocess.run([sys.executable, "-c", _COUNT_CACHE_HITS, *flags, f"--workdir={tmp_path / run}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.load(open(tmp_path / run / "summary.json"))
+        results.append((json.loads(done.stdout.strip().splitlines()[-1])["cache_hits"], summary))
+    (cold_hits, cold), (warm_hits, warm) = results
+    entries = os.listdir(cache)
+    assert any("train_chunk" in name for name in entries) and any("evaluate" in name for name in entries)
+    assert cold_hits == 0 and warm_hits >= 3  # init, the training chunk and the evaluation come from disk
+    assert warm["final"] == cold["final"]  # a cached program computes the same thing
+    assert warm["config"]["compilation_cache_dir"] == str(cache)
