@@ -1,6 +1,6 @@
 """Epoch time of the core loop against plain reference loops, on the same machine in one invocation.
 
-    python -m benchmarks.epoch_time --data_dir=../shared/data/fashion_mnist --epochs=6 --out=runs/bench
+    python -m benchmarks.epoch_time --data_dir=../shared/data/fashion_mnist --out=runs/bench
     python -m benchmarks.epoch_time --quick            # synthetic data, 2 epochs: a smoke run
 
 Each case runs in its own subprocess (clean memory numbers, no shared caches):
@@ -11,8 +11,14 @@ Each case runs in its own subprocess (clean memory numbers, no shared caches):
 - `jax_plain`: a straightforward per-batch `jax.jit` step fed from host numpy batches,
   plus the same evaluation, i.e. what one writes first.
 - `torch_plain`: the same model in torch with tensors resident in memory, no DataLoader.
+- `cli_cold` / `cli_warm`: the real command, `python -m experiments.train`, 10 epochs with default
+  flags, timed from process start to exit: with an empty persistent compilation cache, then with
+  the cache that run left (time to result).
 
-Steady epoch = median over epochs after the first. Writes `bench.json` and `bench.md` to --out.
+Cases run in `--repeats` interleaved rounds (core, plain, core, plain, ...), so a slow spell of a
+shared machine hits both sides of a comparison. Steady epoch = median over the epochs after the
+first; a case's figure is the median over rounds, and "vs jax_plain" is the median of the per-round
+ratios. Writes `bench.json` and `bench.md` to --out.
 """
 
 from __future__ import annotations
@@ -21,16 +27,20 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app, flags
 
 flags.DEFINE_string("data_dir", os.environ.get("MLP_RESEARCH_DATA_DIR", ""), "Fashion-MNIST IDX directory.")
 flags.DEFINE_integer("epochs", 6, "Epochs per case (the first is warm-up).")
-flags.DEFINE_list("cases", ["core", "core_save_each_epoch", "jax_plain", "torch_plain"], "Cases to run.")
+flags.DEFINE_list("cases", ["core", "core_save_each_epoch", "jax_plain", "torch_plain", "cli_cold", "cli_warm"],
+                  "Cases to run.")
+flags.DEFINE_integer("repeats", 3, "Interleaved rounds of every case (1 with --quick).")
 flags.DEFINE_list("models", ["mlp_scratch", "mlp"], "Models to time.")
 flags.DEFINE_boolean("quick", False, "Synthetic data, 2 epochs: checks the harness, not the machine.")
 flags.DEFINE_string("out", "runs/bench", "Output directory.")
@@ -169,10 +179,37 @@ def case_core_save_each_epoch(model: str) -> dict:
 
 CASES = {"core": case_core, "core_save_each_epoch": case_core_save_each_epoch, "jax_plain": case_jax_plain,
          "torch_plain": case_torch_plain}
+# Cases that time `python -m experiments.train` itself; `cli_warm` reuses the cache `cli_cold` filled.
+CLI_CASES = ("cli_cold", "cli_warm")
+
+
+def run_cli_case(case: str, model: str, cache_dir: str) -> dict:
+    """Time the training command from process start to exit, with a cold or a warm compilation cache."""
+    if case == "cli_cold":
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    data = ["--dataset=synthetic", f"--synthetic_train_size={QUICK_EXAMPLES}", "--synthetic_test_size=1000"] \
+        if FLAGS.quick else [f"--data_dir={FLAGS.data_dir}"]
+    with tempfile.TemporaryDirectory() as workdir:
+        args = [sys.executable, "-m", "experiments.train", f"--model={model}", f"--workdir={workdir}",
+                f"--compilation_cache_dir={cache_dir}", "--progress=false", *data]
+        if FLAGS.quick:
+            args.append(f"--max_epochs={FLAGS.epochs}")
+        start = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"case {case}/{model} failed: {done.stderr.strip().splitlines()[-1:]}")
+        summary = json.load(open(os.path.join(workdir, "summary.json")))
+        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {"epoch_seconds": [r["seconds"] for r in rows], "compile_seconds": summary["compile_seconds"],
+            "time_to_result": seconds, "process_seconds": seconds, "final_val_acc": summary["final"]["val_acc"],
+            "device": summary["device"]["kind"], "peak_rss_mib": float("nan")}
 
 
 def run_case(case: str, model: str) -> dict:
     """Run one case in a fresh interpreter; its JSON result with peak memory."""
+    if case in CLI_CASES:
+        return run_cli_case(case, model, os.path.join(os.path.abspath(FLAGS.out), "compilation_cache", model))
     args = [sys.executable, "-m", "benchmarks.epoch_time", f"--case={case}", f"--model={model}",
             f"--epochs={FLAGS.epochs}", f"--data_dir={FLAGS.data_dir}", f"--quick={FLAGS.quick}"]
     start = time.perf_counter()
@@ -191,6 +228,17 @@ def summarise(result: dict, examples: int, flops_per_example: float) -> dict:
             "gflops": flops_per_example * examples / steady / 1e9}
 
 
+def combine(runs: list[dict]) -> dict:
+    """One case's rounds -> its figures: medians over rounds, every round kept."""
+    steady = [r["steady_epoch_seconds"] for r in runs]
+    middle = runs[steady.index(statistics.median_low(steady))]
+    return {**middle, "steady_epoch_seconds": statistics.median(steady), "rounds_steady_epoch_seconds": steady,
+            "time_to_result": statistics.median(r["time_to_result"] for r in runs),
+            "process_seconds": statistics.median(r["process_seconds"] for r in runs),
+            "examples_per_second": statistics.median(r["examples_per_second"] for r in runs),
+            "gflops": statistics.median(r["gflops"] for r in runs)}
+
+
 def main(argv: list[str]) -> None:
     if FLAGS.case:
         result = CASES[FLAGS.case](FLAGS.model)
@@ -199,6 +247,9 @@ def main(argv: list[str]) -> None:
         return
     if not FLAGS.quick and not FLAGS.data_dir:
         raise SystemExit("error: --data_dir: needed for real-data timing (or use --quick)")
+    unknown = sorted(set(FLAGS.cases) - set(CASES) - set(CLI_CASES))
+    if unknown:
+        raise SystemExit(f"error: --cases: unknown case {unknown[0]!r}; known: {', '.join([*CASES, *CLI_CASES])}")
     from mlp_research.spec import ModelSpec
 
     # Training FLOPs of one epoch: forward (2 per MAC) + weight gradients (2) + input gradients of
@@ -207,32 +258,42 @@ def main(argv: list[str]) -> None:
     macs = [a * b for a, b in zip(spec.layer_sizes[:-1], spec.layer_sizes[1:])]
     flops_per_example = 2 * sum(macs) * 2 + 2 * sum(macs[1:])
     examples = QUICK_EXAMPLES if FLAGS.quick else 60_000
+    repeats = 1 if FLAGS.quick else max(FLAGS.repeats, 1)
     os.makedirs(FLAGS.out, exist_ok=True)
-    results = []
-    for model in FLAGS.models:
-        for case in FLAGS.cases:
-            if case == "torch_plain" and model != FLAGS.models[0]:
-                continue  # one torch reference is enough
-            print(f"running {case} / {model} ...", flush=True)
+    plan = [(case, model) for model in FLAGS.models for case in FLAGS.cases
+            if not (case == "torch_plain" and model != FLAGS.models[0])]  # one torch reference is enough
+    runs: dict[tuple[str, str], list[dict]] = {key: [] for key in plan}
+    for round_index in range(repeats):
+        for case, model in plan:
+            print(f"round {round_index + 1}/{repeats}: {case} / {model} ...", flush=True)
             r = summarise(run_case(case, model), examples, flops_per_example)
-            r.update(case=case, model=model)
-            results.append(r)
+            runs[(case, model)].append(r)
             print(f"  steady epoch {r['steady_epoch_seconds']:.3f} s, {r['gflops']:.0f} GFLOP/s, "
-                  f"val_acc {r['final_val_acc']:.4f}, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+                  f"time to result {r['time_to_result']:.2f} s, val_acc {r['final_val_acc']:.4f}", flush=True)
+    results = []
+    for case, model in plan:
+        r = combine(runs[(case, model)])
+        plain = runs.get(("jax_plain", model))
+        # Paired per round: a busy spell of the machine slows both sides of a ratio alike.
+        ratios = [a["steady_epoch_seconds"] / b["steady_epoch_seconds"] for a, b in zip(runs[(case, model)], plain)] \
+            if plain else []
+        r.update(case=case, model=model, vs_jax_plain=statistics.median(ratios) if ratios else None,
+                 rounds_vs_jax_plain=ratios)
+        results.append(r)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else ""}
-    payload = {"machine": machine, "epochs": FLAGS.epochs, "quick": FLAGS.quick, "results": results}
+    payload = {"machine": machine, "epochs": FLAGS.epochs, "repeats": repeats, "quick": FLAGS.quick,
+               "results": results}
     with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
         json.dump(payload, f, indent=2)
     lines = [f"Device: {machine['device']} ({machine['cpu_count']} CPUs), {FLAGS.epochs} epochs of {examples:,} "
-             f"examples, batch {BATCH}", "",
+             f"examples (cli cases: the default 10), batch {BATCH}, median of {repeats} interleaved round(s)", "",
              "| case | model | steady epoch (s) | vs jax_plain | GFLOP/s | compile (s) | time to result (s) | "
              "process (s) | peak RSS (MiB) | val_acc |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    plain = {r["model"]: r["steady_epoch_seconds"] for r in results if r["case"] == "jax_plain"}
     for r in results:
-        ratio = r["steady_epoch_seconds"] / plain[r["model"]] if r["model"] in plain else float("nan")
-        lines.append(f"| {r['case']} | {r['model']} | {r['steady_epoch_seconds']:.3f} | {ratio:.2f}x | "
+        ratio = f"{r['vs_jax_plain']:.2f}x" if r["vs_jax_plain"] is not None else "-"
+        lines.append(f"| {r['case']} | {r['model']} | {r['steady_epoch_seconds']:.3f} | {ratio} | "
                      f"{r['gflops']:.0f} | {r['compile_seconds']:.2f} | {r['time_to_result']:.2f} | "
                      f"{r['process_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['final_val_acc']:.4f} |")
     table = "\n".join(lines) + "\n"

@@ -24,12 +24,16 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file: str | None = DEFAULT_CONFIG) -> None:
     """Define `--config` and one flag per config field."""
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config", config_file, "Experiment file whose get_config() returns the run's settings.",
-        flag_values=flag_values, lock_config=False,
-    )
+    try:
+        from ml_collections import config_flags
+    except ImportError:  # a minimal environment (e.g. a GPU image installed with --no-deps): flags only
+        flags.DEFINE_string("config", None, "Experiment file (needs ml_collections, which is not installed).",
+                            flag_values=flag_values)
+    else:
+        config_flags.DEFINE_config_file(
+            "config", config_file, "Experiment file whose get_config() returns the run's settings.",
+            flag_values=flag_values, lock_config=False,
+        )
     helps = flag_help()
     for name, kind in field_types().items():
         help_text = helps.get(name, "") + " (default: from --config)"
@@ -43,6 +47,9 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
     """Merge the experiment file, its overrides and explicit flags into a validated Config."""
     values: dict[str, Any] = {}
+    if isinstance(flag_values["config"].value, str):  # the fallback flag: ml_collections is missing
+        raise ConfigError("--config: experiment files need ml_collections (pip install ml_collections); "
+                          "give the settings as flags instead")
     try:
         loaded = flag_values["config"].value
         if loaded is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,16 +12,36 @@ from conftest import REPO
 
 def test_epoch_time_quick_writes_table(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--epochs=2", "--cases=core,jax_plain,torch_plain",
-         "--models=mlp_scratch", f"--out={tmp_path}"],
+        [sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--epochs=2", "--models=mlp_scratch",
+         "--cases=core,jax_plain,torch_plain,cli_cold,cli_warm", f"--out={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.load(open(tmp_path / "bench.json"))
     cases = {r["case"]: r for r in payload["results"]}
-    assert set(cases) == {"core", "jax_plain", "torch_plain"}
+    assert set(cases) == {"core", "jax_plain", "torch_plain", "cli_cold", "cli_warm"}
     for r in cases.values():
-        assert len(r["epoch_seconds"]) == 2 and r["steady_epoch_seconds"] > 0 and r["peak_rss_mib"] > 0
+        assert len(r["epoch_seconds"]) == 2 and r["steady_epoch_seconds"] > 0 and r["time_to_result"] > 0
         assert r["final_val_acc"] > 0.3  # every case really trains
+    assert cases["core"]["peak_rss_mib"] > 0 and cases["jax_plain"]["vs_jax_plain"] == 1.0
+    assert os.listdir(tmp_path / "compilation_cache" / "mlp_scratch")  # the cold run filled it for the warm one
     table = (tmp_path / "bench.md").read_text()
-    assert "| core | mlp_scratch |" in table and "vs jax_plain" in table
+    assert "| core | mlp_scratch |" in table and "| cli_warm | mlp_scratch |" in table and "vs jax_plain" in table
+
+
+def test_a_case_figures_are_medians_over_rounds():
+    from benchmarks import epoch_time
+
+    def run(steady):
+        return {"steady_epoch_seconds": steady, "time_to_result": 10 * steady, "process_seconds": 11 * steady,
+                "examples_per_second": 1 / steady, "gflops": 2 / steady, "epoch_seconds": [steady]}
+
+    combined = epoch_time.combine([run(0.3), run(0.9), run(0.4)])
+    assert combined["steady_epoch_seconds"] == 0.4 and combined["rounds_steady_epoch_seconds"] == [0.3, 0.9, 0.4]
+    assert combined["time_to_result"] == 4.0 and combined["epoch_seconds"] == [0.4]
+
+
+def test_unknown_case_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--cases=core,fast",
+                           f"--out={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "--cases: unknown case 'fast'" in done.stderr

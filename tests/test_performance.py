@@ -112,3 +112,35 @@ def test_warm_compilation_cache_skips_compiling(tmp_path):
     assert cold_hits == 0 and warm_hits >= 3  # init, the training chunk and the evaluation come from disk
     assert warm["final"] == cold["final"]  # a cached program computes the same thing
     assert warm["config"]["compilation_cache_dir"] == str(cache)
+
+
+# Trains the tiny config in a fresh process and prints XLA_FLAGS and the final parameters' checksum.
+_TRAIN_AND_REPORT = """
+import json, os, sys, tempfile
+sys.path.insert(0, "tests")
+from conftest import tiny_config
+from mlp_research.training.loop import train_and_evaluate
+with tempfile.TemporaryDirectory() as workdir:
+    result = train_and_evaluate(tiny_config(), workdir)
+print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""),
+                  "params": {k: float(v.astype("float64").sum()) for k, v in result["params"].items()},
+                  "final": result["final"]}))
+"""
+
+
+def _train_in_fresh_process(xla_flags: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    done = subprocess.run([sys.executable, "-c", _TRAIN_AND_REPORT], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_cpu_scheduler_flag_is_added_respects_the_user_and_changes_no_result():
+    tuned = _train_in_fresh_process(None)
+    assert tuned["xla_flags"] == "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    mine = _train_in_fresh_process("--xla_cpu_enable_concurrency_optimized_scheduler=true")
+    assert mine["xla_flags"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"  # left alone
+    assert tuned["params"] == mine["params"] and tuned["final"] == mine["final"]  # bit for bit

@@ -197,3 +197,32 @@ def test_missing_data_fails_fast_and_leaves_no_workdir(tmp_path):
     assert done.returncode == 3
     assert done.stderr.strip().splitlines()[-1].startswith("error: --data_dir:")
     assert not workdir.exists()
+
+
+# Runs experiments.train with these modules unimportable, as in an environment installed with --no-deps.
+_WITHOUT_OPTIONAL_LIBRARIES = """
+import sys
+for name in ("ml_collections", "matplotlib", "tensorflow", "torch"):
+    sys.modules[name] = None  # makes `import name` raise ImportError
+from experiments import train
+from mlp_research import cli
+sys.argv = ["train", *sys.argv[1:]]
+cli.run(train.main)
+"""
+
+
+def test_trains_where_only_the_jax_stack_is_installed(tmp_path):
+    """The GPU image has jax, flax, optax, orbax and absl only: flags work, the figure is skipped with a warning."""
+    flags = ["--dataset=synthetic", "--synthetic_train_size=600", "--synthetic_test_size=200", "--batch_size=64",
+             "--max_epochs=1", "--progress=false"]
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_OPTIONAL_LIBRARIES, *flags, f"--workdir={tmp_path / 'w'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "matplotlib is not installed" in done.stderr
+    assert (tmp_path / "w" / "summary.json").exists() and not (tmp_path / "w" / "curves.png").exists()
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_OPTIONAL_LIBRARIES, *flags, f"--workdir={tmp_path / 'x'}",
+                           "--config=experiments/configs/mlp_concise.py"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(
+        "error: --config: experiment files need ml_collections"), done.stderr[-2000:]
+    assert not (tmp_path / "x").exists()

@@ -34,11 +34,34 @@ class JaxBackend:
 
     def check(self, config: Config) -> None:
         """Every option of the spec is supported; the device split of the batch is checked here."""
+        tune_xla_cpu()  # before make_placement starts JAX's backends
         parallel.make_placement(config)
 
     def trainer(self, config: Config, splits: Splits) -> "JaxTrainer":
+        tune_xla_cpu()
         use_compilation_cache(config.resolved_compilation_cache_dir())
         return JaxTrainer(config, splits, parallel.make_placement(config))
+
+
+# XLA:CPU's concurrency-optimised scheduler orders the step's ops so that independent ones can run
+# side by side; here the matmuls already use every core, and that order made an epoch 5-6% slower
+# (0.359 -> 0.340 s on a 2-core EPYC, bit-identical results). GPUs ignore CPU flags.
+CPU_XLA_FLAGS = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
+
+
+def tune_xla_cpu() -> None:
+    """Add `CPU_XLA_FLAGS` to $XLA_FLAGS, leaving any the user set alone.
+
+    XLA reads the variable once, when JAX starts its backends: later calls change nothing.
+    """
+    from jax._src import xla_bridge
+
+    if getattr(xla_bridge, "backends_are_initialized", lambda: True)():
+        return
+    current = os.environ.get("XLA_FLAGS", "")
+    extra = [f"--{name}={value}" for name, value in CPU_XLA_FLAGS.items() if f"--{name}=" not in current]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([current, *extra]).strip()
 
 
 def use_compilation_cache(path: str) -> None:

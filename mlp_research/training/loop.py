@@ -178,7 +178,8 @@ def _train(config: Config, splits: Splits, trainer: Trainer, workdir: str, check
     summary["resumed_from_step"] = resumed.step if resumed else None
     summary["checkpoint"] = checkpoints.path(last_saved) if last_saved >= 0 else None
     if primary:
-        metrics_lib.plot_curves(rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=_title(config))
+        if not metrics_lib.plot_curves(rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=_title(config)):
+            warn(f"matplotlib is not installed: {metrics_lib.CURVES_FILE} not written (metrics.jsonl has every value)")
         metrics_lib.write_json(os.path.join(workdir, metrics_lib.SUMMARY_FILE), summary)
     summary["params"] = trainer.get_params()
     return summary

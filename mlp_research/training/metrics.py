@@ -96,14 +96,28 @@ def _import_pyplot():
     return plt
 
 
+def _preload() -> None:
+    try:
+        _import_pyplot()
+    except ImportError:
+        pass  # plot_curves says so
+
+
 def preload_plotting() -> None:
     """Import matplotlib in a background thread (~1 s) while data load and compilation release the GIL."""
-    threading.Thread(target=_import_pyplot, name="preload-matplotlib", daemon=True).start()
+    threading.Thread(target=_preload, name="preload-matplotlib", daemon=True).start()
 
 
-def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> None:
-    """train loss, val loss and val acc against epoch, like the book's figure."""
-    plt = _import_pyplot()
+def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> bool:
+    """train loss, val loss and val acc against epoch, like the book's figure.
+
+    Returns False, writing nothing, where matplotlib is not installed (a minimal
+    environment): the figure is a view of metrics.jsonl, which holds every number.
+    """
+    try:
+        plt = _import_pyplot()
+    except ImportError:
+        return False
 
     rows = list(rows)
     epochs = [r.epoch for r in rows]
@@ -122,6 +136,7 @@ def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
+    return True
 
 
 def write_json(path: str, payload: dict) -> None:

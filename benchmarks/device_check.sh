@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Issue 7's GPU measurements in one prepared script, for a session lent a GPU machine.
+#
+#   mkdir -p data && cp -r ../shared/data/fashion_mnist data/     # here: data/ is git-ignored, carry it
+#   bash benchmarks/device_check.sh                                # there, from the repo root
+#
+# Writes everything under $OUT (default runs/device): gpu.csv, versions.txt, bench/ (core vs plain JAX
+# vs plain torch, time to result with a cold and a warm compilation cache), precision.jsonl (accuracy
+# and epoch time per --matmul_precision), scaling/ (width and depth), log.txt. Each stage has its
+# own time limit and the stages run cheapest-first by value, so a run cut short still returns the
+# headline figures. Installs this project offline over the image's packages and nothing else.
+set -uo pipefail
+
+OUT=${OUT:-runs/device}
+DATA=${DATA:-data/fashion_mnist}
+PY=${PYTHON:-python}
+mkdir -p "$OUT"
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+stage() {  # stage NAME SECONDS CMD...: run with a time limit, log how it ended
+    local name=$1 limit=$2; shift 2
+    log "start $name (limit ${limit}s): $*"
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.out" 2>&1
+    local rc=$?
+    log "end $name rc=$rc after $((SECONDS - t0))s"
+    tail -n 25 "$OUT/$name.out"
+}
+
+if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -f "$DATA/train-images-idx3-ubyte" ]; then
+    log "error: $DATA lacks the Fashion-MNIST IDX files; copy them there and carry the folder"
+    exit 3
+fi
+$PY -m pip install --no-deps --no-build-isolation -q -e . >"$OUT/pip.txt" 2>&1 \
+    || log "pip install -e . failed (see pip.txt); running from the source tree"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.csv" 2>&1
+$PY -c "import jax, flax, optax, sys; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, \
+'optax', optax.__version__, jax.devices())" >"$OUT/versions.txt" 2>&1
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" >>"$OUT/versions.txt" 2>&1
+cat "$OUT/gpu.csv" "$OUT/versions.txt"
+
+# 1. The headline: steady epoch of the default run against the plain loops, and 10 epochs from
+#    process start to result with a cold and then a warm persistent compilation cache.
+stage bench 240 $PY -m benchmarks.epoch_time --data_dir="$DATA" --out="$OUT/bench" --repeats=2 \
+    --cases=core,jax_plain,torch_plain,cli_cold,cli_warm --models=mlp_scratch,mlp
+
+# 2. The accuracy cost of lower matmul precision (default is TF32 on recent NVIDIA GPUs).
+: >"$OUT/precision.jsonl"
+for precision in default float32 tensorfloat32 bfloat16; do
+    stage "precision_$precision" 40 $PY -m experiments.train --data_dir="$DATA" --progress=false \
+        --workdir="$OUT/precision/$precision" --matmul_precision="$precision" \
+        --compilation_cache_dir="$OUT/compilation_cache"
+    $PY -c "import json,sys; s=json.load(open(sys.argv[1])); print(json.dumps({'precision': sys.argv[2], \
+'val_acc': s['final']['val_acc'], 'train_loss': s['final']['train_loss'], 'steady_epoch_seconds': \
+s['steady_epoch_seconds'], 'device': s['device']['kind']}))" "$OUT/precision/$precision/summary.json" "$precision" \
+        >>"$OUT/precision.jsonl" 2>>"$OUT/log.txt"
+done
+cat "$OUT/precision.jsonl"
+
+# 3. Scaling with width and depth, whole epochs of 60,000 examples.
+stage scaling 120 $PY -m benchmarks.scaling --out="$OUT/scaling" --examples=60000 --epochs=3
+log "done"
