@@ -30,7 +30,7 @@ if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ] && [ ! -f "$DATA/train-images-idx
     log "error: $DATA lacks the Fashion-MNIST IDX files; copy them there and carry the folder"
     exit 3
 fi
-$PY -m pip install --no-deps --no-build-isolation -q -e . >"$OUT/pip.txt" 2>&1 \
+$PY -m pip install --no-deps --no-build-isolation -q -e . -e plugins/torch >"$OUT/pip.txt" 2>&1 \
     || log "pip install -e . failed (see pip.txt); running from the source tree"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.csv" 2>&1
@@ -42,7 +42,7 @@ cat "$OUT/gpu.csv" "$OUT/versions.txt"
 # 1. The headline: steady epoch of the default run against the plain loops, and 10 epochs from
 #    process start to result with a cold and then a warm persistent compilation cache.
 stage bench 240 $PY -m benchmarks.epoch_time --data_dir="$DATA" --out="$OUT/bench" --repeats=2 \
-    --cases=core,jax_plain,torch_plain,cli_cold,cli_warm --models=mlp_scratch,mlp
+    --cases=core,jax_plain,torch_plain,backend_torch,cli_cold,cli_warm --models=mlp_scratch,mlp
 
 # 2. The accuracy cost of lower matmul precision (default is TF32 on recent NVIDIA GPUs).
 : >"$OUT/precision.jsonl"

@@ -11,6 +11,8 @@ Each case runs in its own subprocess (clean memory numbers, no shared caches):
 - `jax_plain`: a straightforward per-batch `jax.jit` step fed from host numpy batches,
   plus the same evaluation, i.e. what one writes first.
 - `torch_plain`: the same model in torch with tensors resident in memory, no DataLoader.
+- `backend_torch`, `backend_tensorflow`, `backend_mxnet`: the `core` run trained by a plugin backend
+  (not in the default list: `plugins/<name>/bench.py` compares each with its own framework's plain loop).
 - `cli_cold` / `cli_warm`: the real command, `python -m experiments.train`, 10 epochs with default
   flags, timed from process start to exit: with an empty persistent compilation cache, then with
   the cache that run left (time to result).
@@ -63,6 +65,21 @@ def _config(model: str):
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device_peak_mib() -> float:
+    """Peak accelerator memory of this process (NaN on a CPU), from whichever framework ran."""
+    peaks = []
+    if "jax" in sys.modules:
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            peaks.append(stats["peak_bytes_in_use"])
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        peaks.append(torch.cuda.max_memory_allocated())
+    return max(peaks) / 2**20 if peaks else float("nan")
 
 
 def case_core(model: str, **overrides) -> dict:
@@ -177,8 +194,16 @@ def case_core_save_each_epoch(model: str) -> dict:
     return case_core(model, checkpoint_min_seconds=0)
 
 
+def _backend_case(backend: str):
+    def case(model: str) -> dict:
+        """The same driver and flags, trained by a plugin backend."""
+        return case_core(model, backend=backend)
+
+    return case
+
+
 CASES = {"core": case_core, "core_save_each_epoch": case_core_save_each_epoch, "jax_plain": case_jax_plain,
-         "torch_plain": case_torch_plain}
+         "torch_plain": case_torch_plain, **{f"backend_{b}": _backend_case(b) for b in ("torch", "tensorflow", "mxnet")}}
 # Cases that time `python -m experiments.train` itself; `cli_warm` reuses the cache `cli_cold` filled.
 CLI_CASES = ("cli_cold", "cli_warm")
 
@@ -198,12 +223,12 @@ def run_cli_case(case: str, model: str, cache_dir: str) -> dict:
         done = subprocess.run(args, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
-            raise RuntimeError(f"case {case}/{model} failed: {done.stderr.strip().splitlines()[-1:]}")
+            raise RuntimeError(f"case {case}/{model} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
         summary = json.load(open(os.path.join(workdir, "summary.json")))
         rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     return {"epoch_seconds": [r["seconds"] for r in rows], "compile_seconds": summary["compile_seconds"],
             "time_to_result": seconds, "process_seconds": seconds, "final_val_acc": summary["final"]["val_acc"],
-            "device": summary["device"]["kind"], "peak_rss_mib": float("nan")}
+            "device": summary["device"]["kind"], "peak_rss_mib": float("nan"), "device_peak_mib": float("nan")}
 
 
 def run_case(case: str, model: str) -> dict:
@@ -215,7 +240,7 @@ def run_case(case: str, model: str) -> dict:
     start = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"case {case}/{model} failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"case {case}/{model} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - start
     return result
@@ -243,6 +268,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.case:
         result = CASES[FLAGS.case](FLAGS.model)
         result["peak_rss_mib"] = _peak_rss_mib()
+        result["device_peak_mib"] = _device_peak_mib()
         print(json.dumps(result))
         return
     if not FLAGS.quick and not FLAGS.data_dir:
@@ -262,40 +288,51 @@ def main(argv: list[str]) -> None:
     os.makedirs(FLAGS.out, exist_ok=True)
     plan = [(case, model) for model in FLAGS.models for case in FLAGS.cases
             if not (case == "torch_plain" and model != FLAGS.models[0])]  # one torch reference is enough
-    runs: dict[tuple[str, str], list[dict]] = {key: [] for key in plan}
+    runs: dict[tuple[str, str], dict[int, dict]] = {key: {} for key in plan}  # case -> round -> result
+    failures: dict[tuple[str, str], str] = {}
     for round_index in range(repeats):
         for case, model in plan:
+            if (case, model) in failures:
+                continue
             print(f"round {round_index + 1}/{repeats}: {case} / {model} ...", flush=True)
-            r = summarise(run_case(case, model), examples, flops_per_example)
-            runs[(case, model)].append(r)
+            try:
+                r = summarise(run_case(case, model), examples, flops_per_example)
+            except RuntimeError as e:  # e.g. a plugin this machine lacks: the other cases still count
+                failures[(case, model)] = str(e)
+                print(f"  {e}", flush=True)
+                continue
+            runs[(case, model)][round_index] = r
             print(f"  steady epoch {r['steady_epoch_seconds']:.3f} s, {r['gflops']:.0f} GFLOP/s, "
                   f"time to result {r['time_to_result']:.2f} s, val_acc {r['final_val_acc']:.4f}", flush=True)
     results = []
     for case, model in plan:
-        r = combine(runs[(case, model)])
-        plain = runs.get(("jax_plain", model))
+        if (case, model) in failures:
+            continue
+        mine, plain = runs[(case, model)], runs.get(("jax_plain", model), {})
+        r = combine(list(mine.values()))
         # Paired per round: a busy spell of the machine slows both sides of a ratio alike.
-        ratios = [a["steady_epoch_seconds"] / b["steady_epoch_seconds"] for a, b in zip(runs[(case, model)], plain)] \
-            if plain else []
+        ratios = [mine[i]["steady_epoch_seconds"] / plain[i]["steady_epoch_seconds"] for i in mine if i in plain]
         r.update(case=case, model=model, vs_jax_plain=statistics.median(ratios) if ratios else None,
                  rounds_vs_jax_plain=ratios)
         results.append(r)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else ""}
     payload = {"machine": machine, "epochs": FLAGS.epochs, "repeats": repeats, "quick": FLAGS.quick,
-               "results": results}
+               "results": results, "failed": [{"case": c, "model": m, "error": e} for (c, m), e in failures.items()]}
     with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
         json.dump(payload, f, indent=2)
     lines = [f"Device: {machine['device']} ({machine['cpu_count']} CPUs), {FLAGS.epochs} epochs of {examples:,} "
              f"examples (cli cases: the default 10), batch {BATCH}, median of {repeats} interleaved round(s)", "",
-             "| case | model | steady epoch (s) | vs jax_plain | GFLOP/s | compile (s) | time to result (s) | "
-             "process (s) | peak RSS (MiB) | val_acc |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| case | model | steady epoch (s) | vs jax_plain | examples/s | GFLOP/s | compile (s) | time to result (s) | "
+             "process (s) | peak RSS (MiB) | device peak (MiB) | val_acc |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = f"{r['vs_jax_plain']:.2f}x" if r["vs_jax_plain"] is not None else "-"
         lines.append(f"| {r['case']} | {r['model']} | {r['steady_epoch_seconds']:.3f} | {ratio} | "
-                     f"{r['gflops']:.0f} | {r['compile_seconds']:.2f} | {r['time_to_result']:.2f} | "
-                     f"{r['process_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['final_val_acc']:.4f} |")
+                     f"{r['examples_per_second']:,.0f} | {r['gflops']:.0f} | {r['compile_seconds']:.2f} | {r['time_to_result']:.2f} | "
+                     f"{r['process_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['device_peak_mib']:.0f} | "
+                     f"{r['final_val_acc']:.4f} |")
+    lines += [f"\nFailed: {c} / {m}: {e}" for (c, m), e in failures.items()]
     table = "\n".join(lines) + "\n"
     with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
         f.write(table)

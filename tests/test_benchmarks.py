@@ -13,13 +13,13 @@ from conftest import REPO
 def test_epoch_time_quick_writes_table(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--epochs=2", "--models=mlp_scratch",
-         "--cases=core,jax_plain,torch_plain,cli_cold,cli_warm", f"--out={tmp_path}"],
+         "--cases=core,jax_plain,torch_plain,backend_torch,cli_cold,cli_warm", f"--out={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.load(open(tmp_path / "bench.json"))
     cases = {r["case"]: r for r in payload["results"]}
-    assert set(cases) == {"core", "jax_plain", "torch_plain", "cli_cold", "cli_warm"}
+    assert set(cases) == {"core", "jax_plain", "torch_plain", "backend_torch", "cli_cold", "cli_warm"}
     for r in cases.values():
         assert len(r["epoch_seconds"]) == 2 and r["steady_epoch_seconds"] > 0 and r["time_to_result"] > 0
         assert r["final_val_acc"] > 0.3  # every case really trains
@@ -45,3 +45,16 @@ def test_unknown_case_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--cases=core,fast",
                            f"--out={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "--cases: unknown case 'fast'" in done.stderr
+
+
+def test_scaling_quick_writes_table_with_flop_rates(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--quick", "--examples=2560", "--epochs=2",
+                           f"--out={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.load(open(tmp_path / "scaling.json"))
+    assert [p["num_hiddens"] for p in payload["width"]] == [[256], [1024]]
+    assert [p["num_hiddens"] for p in payload["depth"]] == [[256], [256, 256]]
+    for point in payload["width"] + payload["depth"]:
+        assert point["gflops"] > 0 and point["epoch_seconds_60k"] > 0
+    assert payload["width"][1]["params"] > payload["width"][0]["params"]
+    assert "| 256x256 |" in (tmp_path / "scaling.md").read_text()
