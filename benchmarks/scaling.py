@@ -49,6 +49,7 @@ def measure(hiddens: tuple[int, ...]) -> dict:
         "num_hiddens": list(hiddens),
         "params": config.model.num_params(),
         "epoch_seconds_60k": steady * 60_000 / FLAGS.examples,
+        "gflop_per_epoch_60k": train_flops_per_example(config.model.layer_sizes) * 60_000 / 1e9,
         "examples_per_second": FLAGS.examples / steady,
         "gflops": flops / steady / 1e9,
         "compile_seconds": summary["compile_seconds"],
@@ -71,9 +72,11 @@ def main(argv: list[str]) -> None:
     with open(os.path.join(FLAGS.out, "scaling.json"), "w") as f:
         json.dump({"device": device, "examples": FLAGS.examples, **points}, f, indent=2)
     lines = [f"Device: {device}; concise MLP, SGD, batch 256; epoch time scaled to 60,000 examples", "",
-             "| hidden layers | params | epoch (s) | examples/s | GFLOP/s | compile (s) |", "|---|---|---|---|---|---|"]
+             "| hidden layers | params | GFLOP per epoch | epoch (s) | examples/s | GFLOP/s | compile (s) |",
+             "|---|---|---|---|---|---|---|"]
     for p in points["width"] + points["depth"]:
-        lines.append(f"| {'x'.join(map(str, p['num_hiddens']))} | {p['params']:,} | {p['epoch_seconds_60k']:.3f} | "
+        lines.append(f"| {'x'.join(map(str, p['num_hiddens']))} | {p['params']:,} | {p['gflop_per_epoch_60k']:.0f} | "
+                     f"{p['epoch_seconds_60k']:.3f} | "
                      f"{p['examples_per_second']:,.0f} | {p['gflops']:.0f} | {p['compile_seconds']:.2f} |")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(FLAGS.out, "scaling.md"), "w") as f:
