@@ -16,6 +16,7 @@ import os
 import tempfile
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 flags.DEFINE_list("widths", ["256", "512", "1024", "2048", "4096", "8192"], "Hidden widths (one hidden layer).")
 flags.DEFINE_list("depths", ["1", "2", "4", "8"], "Numbers of hidden layers (width --depth_width).")
@@ -58,6 +59,7 @@ def measure(hiddens: tuple[int, ...]) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # keep the output to the table, not Orbax's progress
     widths = [256, 1024] if FLAGS.quick else [int(w) for w in FLAGS.widths]
     depths = [1, 2] if FLAGS.quick else [int(d) for d in FLAGS.depths]
     points = {"width": [], "depth": []}

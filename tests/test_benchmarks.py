@@ -58,3 +58,18 @@ def test_scaling_quick_writes_table_with_flop_rates(tmp_path):
         assert point["gflops"] > 0 and point["epoch_seconds_60k"] > 0
     assert payload["width"][1]["params"] > payload["width"][0]["params"]
     assert "| 256x256 |" in (tmp_path / "scaling.md").read_text()
+
+
+def test_device_check_script_runs_end_to_end_at_smoke_size(tmp_path, data_dir):
+    """The GPU script, run here on the CPU at QUICK size: a GPU session must not find it broken."""
+    env = {**os.environ, "QUICK": "1", "SKIP_INSTALL": "1", "PYTHON": sys.executable, "OUT": str(tmp_path),
+           "DATA": data_dir}
+    done = subprocess.run(["bash", "benchmarks/device_check.sh"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count("rc=0") == 6 and "rc=1" not in log and log.rstrip().endswith("done"), log
+    precision = [json.loads(line) for line in (tmp_path / "precision.jsonl").read_text().splitlines()]
+    assert [p["precision"] for p in precision] == ["default", "float32", "tensorfloat32", "bfloat16"]
+    assert (tmp_path / "bench" / "bench.md").exists() and (tmp_path / "scaling" / "scaling.md").exists()
+    assert "jax" in (tmp_path / "versions.txt").read_text()
