@@ -144,3 +144,26 @@ def test_cpu_scheduler_flag_is_added_respects_the_user_and_changes_no_result():
     mine = _train_in_fresh_process("--xla_cpu_enable_concurrency_optimized_scheduler=true")
     assert mine["xla_flags"] == "--xla_cpu_enable_concurrency_optimized_scheduler=true"  # left alone
     assert tuned["params"] == mine["params"] and tuned["final"] == mine["final"]  # bit for bit
+
+
+def test_next_epoch_order_is_prefetched_and_never_used_for_another_epoch():
+    from mlp_research.backends.jax_backend import JaxBackend
+    from mlp_research.batching import epoch_order
+    from mlp_research.data import load_splits
+
+    config = tiny_config(steps_per_call=5)  # 1000 examples, batch 64: 16 steps in chunks of 5, 5, 5, 1
+    trainer = JaxBackend().trainer(config, load_splits(config))
+    layout = trainer.layout
+    trainer.start_epoch(0)
+    for chunk in range(layout.chunks_per_epoch - 1):
+        trainer.train_chunk(chunk)
+        assert trainer._next_order is None  # only the epoch's last chunk prefetches
+    trainer.train_chunk(layout.chunks_per_epoch - 1)
+    assert trainer._next_order[0] == 1
+    trainer.start_epoch(3)  # e.g. a resume elsewhere: the prefetched epoch-1 order must not be used
+    assert np.array_equal(np.asarray(trainer.order), epoch_order(config.seed, 3, layout))
+    for chunk in range(layout.chunks_per_epoch):
+        trainer.train_chunk(chunk)
+    trainer.start_epoch(4)
+    assert np.array_equal(np.asarray(trainer.order), epoch_order(config.seed, 4, layout))
+    assert trainer.epoch_sums().count == 0

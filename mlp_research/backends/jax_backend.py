@@ -126,8 +126,10 @@ class JaxTrainer:
             compiler_options={"xla_backend_optimization_level": 0}
         )
         self.state = placement.put_replicated(self._init(self.init_key))
-        self.totals = placement.put_replicated(step_lib.Totals.zeros())
+        self.totals = placement.put_replicated(_host_totals(None))
+        self.epoch = 0
         self.order = self._order(0)
+        self._next_order: tuple[int, Any] | None = None
         # Compiled ahead of time, so compile time is measured apart from epoch time.
         self._train_chunk = (
             placement.train_fn(self.model.apply, self.tx, self.layout)
@@ -148,18 +150,20 @@ class JaxTrainer:
 
     # ----------------------------------------------------------- training
     def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
-        self.order = self._order(epoch)
-        if sums is None:
-            totals = step_lib.Totals.zeros()
-        else:
-            totals = step_lib.Totals(jnp.float32(sums.loss_sum), jnp.int32(sums.correct), jnp.int32(sums.count),
-                                     jnp.int32(sums.first_nonfinite_step))
-        self.totals = self.placement.put_replicated(totals)
+        self.epoch = epoch
+        prefetched, self._next_order = self._next_order, None
+        self.order = prefetched[1] if prefetched and prefetched[0] == epoch else self._order(epoch)
+        # Built in numpy and placed in one transfer: eager jnp ops would cost a dispatch each.
+        self.totals = self.placement.put_replicated(_host_totals(sums))
 
     def train_chunk(self, chunk: int) -> None:
         train_x, train_y = self.train_data
         self.state, self.totals = self._train_chunk(self.state, self.totals, train_x, train_y, self.order,
-                                                    jnp.int32(chunk))
+                                                    np.int32(chunk))
+        if chunk == self.layout.chunks_per_epoch - 1:
+            # Dispatch is asynchronous: draw and place the next epoch's order (~1 ms for 60,000
+            # examples) while the device trains, instead of between epochs.
+            self._next_order = (self.epoch + 1, self._order(self.epoch + 1))
 
     def epoch_sums(self) -> Sums:
         return _sums(self.placement.to_host(self.totals))
@@ -188,6 +192,13 @@ class JaxTrainer:
         host = self.state_dict()
         flax_params = jax.tree.map(np.asarray, from_canonical(self.config.model, params))
         self.load_state_dict(step_lib.TrainState(host.step, flax_params, host.opt_state))
+
+
+def _host_totals(sums: Sums | None) -> step_lib.Totals:
+    """Running sums to start an epoch from: zeros, or those carried from a mid-epoch checkpoint."""
+    sums = sums or Sums(0.0, 0, 0, -1)
+    return step_lib.Totals(np.float32(sums.loss_sum), np.int32(sums.correct), np.int32(sums.count),
+                           np.int32(sums.first_nonfinite_step))
 
 
 def _round_up(n: int, multiple: int) -> int:
