@@ -10,6 +10,8 @@ Each case runs in its own subprocess (clean memory numbers, no shared caches):
 - `core_save_each_epoch`: the same with an Orbax checkpoint after every epoch.
 - `jax_plain`: a straightforward per-batch `jax.jit` step fed from host numpy batches,
   plus the same evaluation, i.e. what one writes first.
+- `jax_plain_tuned`: the plain loop with the XLA:CPU flags the core sets; the difference between
+  this and `core` is the loop itself.
 - `torch_plain`: the same model in torch with tensors resident in memory, no DataLoader.
 - `backend_torch`, `backend_tensorflow`, `backend_mxnet`: the `core` run trained by a plugin backend
   (not in the default list: `plugins/<name>/bench.py` compares each with its own framework's plain loop).
@@ -43,6 +45,7 @@ flags.DEFINE_integer("epochs", 6, "Epochs per case (the first is warm-up).")
 flags.DEFINE_list("cases", ["core", "core_save_each_epoch", "jax_plain", "torch_plain", "cli_cold", "cli_warm"],
                   "Cases to run.")
 flags.DEFINE_integer("repeats", 3, "Interleaved rounds of every case (1 with --quick).")
+flags.DEFINE_integer("case_timeout", 300, "Seconds before a hung case is stopped and reported as failed.")
 flags.DEFINE_list("models", ["mlp_scratch", "mlp"], "Models to time.")
 flags.DEFINE_boolean("quick", False, "Synthetic data, 2 epochs: checks the harness, not the machine.")
 flags.DEFINE_string("out", "runs/bench", "Output directory.")
@@ -194,6 +197,14 @@ def case_core_save_each_epoch(model: str) -> dict:
     return case_core(model, checkpoint_min_seconds=0)
 
 
+def case_jax_plain_tuned(model: str) -> dict:
+    """The plain loop with the XLA:CPU flags the core sets (`CPU_XLA_FLAGS`): the like-for-like baseline."""
+    from mlp_research.backends.jax_backend import tune_xla_cpu
+
+    tune_xla_cpu()
+    return case_jax_plain(model)
+
+
 def _backend_case(backend: str):
     def case(model: str) -> dict:
         """The same driver and flags, trained by a plugin backend."""
@@ -203,7 +214,7 @@ def _backend_case(backend: str):
 
 
 CASES = {"core": case_core, "core_save_each_epoch": case_core_save_each_epoch, "jax_plain": case_jax_plain,
-         "torch_plain": case_torch_plain, **{f"backend_{b}": _backend_case(b) for b in ("torch", "tensorflow", "mxnet")}}
+         "jax_plain_tuned": case_jax_plain_tuned, "torch_plain": case_torch_plain, **{f"backend_{b}": _backend_case(b) for b in ("torch", "tensorflow", "mxnet")}}
 # Cases that time `python -m experiments.train` itself; `cli_warm` reuses the cache `cli_cold` filled.
 CLI_CASES = ("cli_cold", "cli_warm")
 
@@ -220,7 +231,7 @@ def run_cli_case(case: str, model: str, cache_dir: str) -> dict:
         if FLAGS.quick:
             args.append(f"--max_epochs={FLAGS.epochs}")
         start = time.perf_counter()
-        done = subprocess.run(args, capture_output=True, text=True)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=FLAGS.case_timeout)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"case {case}/{model} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
@@ -238,7 +249,7 @@ def run_case(case: str, model: str) -> dict:
     args = [sys.executable, "-m", "benchmarks.epoch_time", f"--case={case}", f"--model={model}",
             f"--epochs={FLAGS.epochs}", f"--data_dir={FLAGS.data_dir}", f"--quick={FLAGS.quick}"]
     start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=FLAGS.case_timeout)
     if done.returncode != 0:
         raise RuntimeError(f"case {case}/{model} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -297,16 +308,24 @@ def main(argv: list[str]) -> None:
             print(f"round {round_index + 1}/{repeats}: {case} / {model} ...", flush=True)
             try:
                 r = summarise(run_case(case, model), examples, flops_per_example)
-            except RuntimeError as e:  # e.g. a plugin this machine lacks: the other cases still count
-                failures[(case, model)] = str(e)
-                print(f"  {e}", flush=True)
+            except (RuntimeError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+                # e.g. a plugin this machine lacks, or a hung case: the other cases still count
+                failures[(case, model)] = " ".join(str(e).split())[:300] or type(e).__name__
+                print(f"  failed: {failures[(case, model)]}", flush=True)
                 continue
             runs[(case, model)][round_index] = r
             print(f"  steady epoch {r['steady_epoch_seconds']:.3f} s, {r['gflops']:.0f} GFLOP/s, "
                   f"time to result {r['time_to_result']:.2f} s, val_acc {r['final_val_acc']:.4f}", flush=True)
+        # Written after every round: a run cut short (a time limit on a lent GPU) keeps what it measured.
+        table = write_report(plan, runs, failures, round_index + 1, examples)
+    print(table)
+
+
+def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, rounds: int, examples: int) -> str:
+    """bench.json and bench.md from the rounds so far; returns the markdown."""
     results = []
     for case, model in plan:
-        if (case, model) in failures:
+        if (case, model) in failures or not runs[(case, model)]:
             continue
         mine, plain = runs[(case, model)], runs.get(("jax_plain", model), {})
         r = combine(list(mine.values()))
@@ -317,26 +336,26 @@ def main(argv: list[str]) -> None:
         results.append(r)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else ""}
-    payload = {"machine": machine, "epochs": FLAGS.epochs, "repeats": repeats, "quick": FLAGS.quick,
+    payload = {"machine": machine, "epochs": FLAGS.epochs, "rounds": rounds, "quick": FLAGS.quick,
                "results": results, "failed": [{"case": c, "model": m, "error": e} for (c, m), e in failures.items()]}
     with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
         json.dump(payload, f, indent=2)
     lines = [f"Device: {machine['device']} ({machine['cpu_count']} CPUs), {FLAGS.epochs} epochs of {examples:,} "
-             f"examples (cli cases: the default 10), batch {BATCH}, median of {repeats} interleaved round(s)", "",
-             "| case | model | steady epoch (s) | vs jax_plain | examples/s | GFLOP/s | compile (s) | time to result (s) | "
-             "process (s) | peak RSS (MiB) | device peak (MiB) | val_acc |",
+             f"examples (cli cases: the default 10), batch {BATCH}, median of {rounds} interleaved round(s)", "",
+             "| case | model | steady epoch (s) | vs jax_plain | examples/s | GFLOP/s | compile (s) | "
+             "time to result (s) | process (s) | peak RSS (MiB) | device peak (MiB) | val_acc |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = f"{r['vs_jax_plain']:.2f}x" if r["vs_jax_plain"] is not None else "-"
         lines.append(f"| {r['case']} | {r['model']} | {r['steady_epoch_seconds']:.3f} | {ratio} | "
-                     f"{r['examples_per_second']:,.0f} | {r['gflops']:.0f} | {r['compile_seconds']:.2f} | {r['time_to_result']:.2f} | "
-                     f"{r['process_seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['device_peak_mib']:.0f} | "
-                     f"{r['final_val_acc']:.4f} |")
+                     f"{r['examples_per_second']:,.0f} | {r['gflops']:.0f} | {r['compile_seconds']:.2f} | "
+                     f"{r['time_to_result']:.2f} | {r['process_seconds']:.2f} | {r['peak_rss_mib']:.0f} | "
+                     f"{r['device_peak_mib']:.0f} | {r['final_val_acc']:.4f} |")
     lines += [f"\nFailed: {c} / {m}: {e}" for (c, m), e in failures.items()]
     table = "\n".join(lines) + "\n"
     with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
         f.write(table)
-    print(table)
+    return table
 
 
 if __name__ == "__main__":

@@ -61,13 +61,13 @@ class Resumed:
     path: str
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    """'field: old -> new' for every field that changes what the run computes."""
+def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE_ON_RESUME) -> list[str]:
+    """'field: old -> new' for every field outside `ignore` (by default: what a resume may change)."""
     diffs = []
     # A checkpoint written before a field existed computed with that field's default.
     defaults = Config().to_flat()
     for name in sorted(set(old) | set(new)):
-        if name in CHANGEABLE_ON_RESUME:
+        if name in ignore:
             continue
         a, b = old.get(name, defaults.get(name)), new.get(name, defaults.get(name))
         if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):

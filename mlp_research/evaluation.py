@@ -45,8 +45,11 @@ def evaluate_checkpoint(workdir: str, split: str = "test", data_dir: str | None 
         flat["data_dir"] = data_dir
     if backend is not None:
         flat["backend"] = backend
-    # Evaluation runs on one device in any backend, whatever parallel mode trained the checkpoint.
+    # Evaluation runs on one device in any backend, whatever parallel mode trained the checkpoint,
+    # and other frameworks at their own precision (reduced matmul precision is JAX-only).
     flat.update(progress=False, parallel="none")
+    if flat["backend"] != "jax":
+        flat["matmul_precision"] = "default"
     config = Config.from_flat(flat)
     canonical = checkpoints.restore_canonical(step, config.model)
     if export:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -144,3 +145,16 @@ def test_report_smoke_end_to_end(tmp_path):
     assert "measured earlier, reusing" in proc.stdout and "== q1" not in proc.stdout
     again = (tmp_path / "REPORT.md").read_text()
     assert all(f"## {qid.upper()}. " in again for qid in ORDER)
+
+
+def test_finished_trial_from_before_a_new_config_field_is_still_finished(tmp_path):
+    """A summary written before a field existed (here matmul_precision) means that field's default."""
+    trial = Trial("t", tiny_config(max_epochs=1))
+    run_sweep([trial], str(tmp_path), log=lambda line: None)
+    path = tmp_path / "t" / "summary.json"
+    summary = json.loads(path.read_text())
+    del summary["config"]["matmul_precision"], summary["config"]["compilation_cache_dir"]
+    path.write_text(json.dumps(summary))
+    assert sweeps.is_finished(trial, str(tmp_path)) is not None
+    assert sweeps.is_finished(Trial("t", tiny_config(max_epochs=1, compilation_cache_dir="/tmp/c")), str(tmp_path))
+    assert sweeps.is_finished(Trial("t", tiny_config(max_epochs=1, matmul_precision="bfloat16")), str(tmp_path)) is None

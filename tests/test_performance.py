@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,7 @@ def test_bfloat16_rounds_the_operands_and_accumulates_in_float32(model_name):
     assert np.abs(full - reference).max() > 1e-3 * scale  # it really is a different computation
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="GPUs honour the request (default there is TF32)")
 @pytest.mark.parametrize("precision", ["float32", "tensorfloat32"])
 def test_precision_requests_leave_cpu_results_unchanged(precision):
     """CPUs compute float32 matmuls at full precision whatever is requested; GPUs honour the request."""
@@ -57,6 +59,24 @@ def test_precision_requests_leave_cpu_results_unchanged(precision):
     x = jnp.asarray(np.random.default_rng(1).random((16, 784), np.float32))
     params = build_model(spec).init(jax.random.PRNGKey(1), x)["params"]
     assert np.array_equal(_logits(spec, precision, params, x), _logits(spec, "default", params, x))
+
+
+@pytest.mark.parametrize("model_name", ["mlp_scratch", "mlp"])
+def test_bfloat16_backward_matmuls_are_bfloat16_too(model_name):
+    """Autodiff of a bfloat16 forward would multiply the float32 gradient at full precision; ours does not."""
+    import optax
+
+    spec = ModelSpec(model=model_name, num_hiddens=(32, 16))
+    x, y = jnp.zeros((8, 28, 28)), jnp.arange(8) % 10
+    params = build_model(spec).init(jax.random.PRNGKey(0), x)["params"]
+    net = build_model(spec, "bfloat16")
+
+    def loss(p):
+        return optax.softmax_cross_entropy_with_integer_labels(net.apply({"params": p}, x), y).mean()
+
+    dots = [line for line in jax.jit(jax.grad(loss)).lower(params).as_text().splitlines() if "dot_general" in line]
+    assert len(dots) == 3 + 3 + 2  # forward per layer, weight gradient per layer, input gradient of layers 2-3
+    assert all(re.search(r"\(tensor<[0-9x]+xbf16>, tensor<[0-9x]+xbf16>\) -> tensor<[0-9x]+xf32>", d) for d in dots)
 
 
 def test_bfloat16_run_learns_close_to_float32(tmp_path):
@@ -167,3 +187,14 @@ def test_next_epoch_order_is_prefetched_and_never_used_for_another_epoch():
     trainer.start_epoch(4)
     assert np.array_equal(np.asarray(trainer.order), epoch_order(config.seed, 4, layout))
     assert trainer.epoch_sums().count == 0
+
+
+def test_bfloat16_checkpoint_evaluates_in_another_backend(tmp_path):
+    """Other frameworks evaluate a reduced-precision checkpoint at their own precision, not refusing it."""
+    pytest.importorskip("mlp_research_torch")
+    from mlp_research.evaluation import evaluate_checkpoint
+
+    train_and_evaluate(tiny_config(max_epochs=1, matmul_precision="bfloat16"), str(tmp_path))
+    in_jax = evaluate_checkpoint(str(tmp_path))
+    in_torch = evaluate_checkpoint(str(tmp_path), backend="torch")
+    assert abs(in_torch["test_acc"] - in_jax["test_acc"]) <= 0.02  # float32 against bfloat16 matmuls

@@ -20,6 +20,7 @@ from mlp_research import batching
 from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
+from mlp_research.errors import warn
 from mlp_research.models import build_model, from_canonical, to_canonical
 from mlp_research.training import parallel
 from mlp_research.training import step as step_lib
@@ -68,10 +69,14 @@ def use_compilation_cache(path: str) -> None:
     """Point JAX's persistent compilation cache at `path` ('' leaves it as it is).
 
     Every program is cached, however quick it was to compile: on a warm cache a
-    run starts training without invoking XLA at all. Must run before the
-    process's first compilation, which is when JAX decides whether to use a cache.
+    run skips XLA's compilation (tracing remains). The setting is process-wide
+    and JAX opens the cache once, so the first directory a process uses stays.
     """
     if not path:
+        return
+    current = jax.config.jax_compilation_cache_dir
+    if current and os.path.abspath(current) != os.path.abspath(path):
+        warn(f"--compilation_cache_dir: this process already caches in {current}; {path} is not used")
         return
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
@@ -129,7 +134,7 @@ class JaxTrainer:
         self.totals = placement.put_replicated(_host_totals(None))
         self.epoch = 0
         self.order = self._order(0)
-        self._next_order: tuple[int, Any] | None = None
+        self._next_order: tuple[int, Any] | None = (0, self.order)  # start_epoch(0) takes it
         # Compiled ahead of time, so compile time is measured apart from epoch time.
         self._train_chunk = (
             placement.train_fn(self.model.apply, self.tx, self.layout)

@@ -153,7 +153,7 @@ def final_record(study: optuna.Study, base: Config, splits: Splits, workdir: str
 
 
 def evaluate(config: Config, params: Any, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    model = build_model(config.model)
+    model = build_model(config.model, config.matmul_precision)
     data = pad_eval(images, labels, min(config.eval_batch_size, len(labels)))
     totals = jax.jit(step_lib.make_evaluate(model.apply))(params, *data)
     return jax.device_get(totals).means()

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mlp_research.checkpoint import config_differences
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.exercises.vmap_sweep import cached_splits, group_key, train_group
@@ -59,10 +60,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+RESULT_NEUTRAL_FIELDS = frozenset({"progress", "compilation_cache_dir"})
+
+
 def is_finished(trial: Trial, root: str, extra: dict | None = None) -> dict | None:
     """The stored summary if this exact trial already finished in `root`, else None."""
     summary = read_summary(os.path.join(root, trial.name))
-    if summary is None or summary.get("config") != json.loads(json.dumps(trial.config.to_flat())):
+    # Fields added since the summary was written count as their defaults; only settings that change
+    # neither the result nor its length may differ.
+    if summary is None or config_differences(summary.get("config", {}), json.loads(json.dumps(trial.config.to_flat())),
+                                             ignore=RESULT_NEUTRAL_FIELDS):
         return None
     if extra is not None and summary.get("sweep_extra") != extra:
         return None

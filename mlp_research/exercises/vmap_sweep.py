@@ -144,7 +144,7 @@ def train_group(
     base = configs[0]
     k = len(configs)
     layout = step_lib.make_layout(len(splits.train), base.batch_size, 0)
-    model = build_model(base.model)  # apply does not depend on the initialiser
+    model = build_model(base.model, base.matmul_precision)  # apply does not depend on the initialiser
     tx = injected_optimizer(base, layout.steps_per_epoch, base.lr)
 
     t0 = time.perf_counter()
