@@ -198,3 +198,14 @@ def test_bfloat16_checkpoint_evaluates_in_another_backend(tmp_path):
     in_jax = evaluate_checkpoint(str(tmp_path))
     in_torch = evaluate_checkpoint(str(tmp_path), backend="torch")
     assert abs(in_torch["test_acc"] - in_jax["test_acc"]) <= 0.02  # float32 against bfloat16 matmuls
+
+
+def test_unusable_cache_directory_exits_2_naming_the_flag_and_leaves_no_workdir(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    done = subprocess.run([sys.executable, "-m", "experiments.train", "--dataset=synthetic", "--max_epochs=1",
+                           "--synthetic_train_size=600", f"--workdir={tmp_path / 'w'}",
+                           f"--compilation_cache_dir={tmp_path / 'a_file'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --compilation_cache_dir: cannot use ")
+    assert not (tmp_path / "w").exists()

@@ -20,7 +20,7 @@ from mlp_research import batching
 from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.errors import warn
+from mlp_research.errors import ConfigError, warn
 from mlp_research.models import build_model, from_canonical, to_canonical
 from mlp_research.training import parallel
 from mlp_research.training import step as step_lib
@@ -78,7 +78,12 @@ def use_compilation_cache(path: str) -> None:
     if current and os.path.abspath(current) != os.path.abspath(path):
         warn(f"--compilation_cache_dir: this process already caches in {current}; {path} is not used")
         return
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as e:
+        raise ConfigError(f"--compilation_cache_dir: cannot use {path} ({e.strerror or e})") from None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
