@@ -74,7 +74,7 @@ def use_compilation_cache(path: str) -> None:
     """
     if not path:
         return
-    current = jax.config.jax_compilation_cache_dir
+    current = getattr(jax.config, "jax_compilation_cache_dir", None)
     if current and os.path.abspath(current) != os.path.abspath(path):
         warn(f"--compilation_cache_dir: this process already caches in {current}; {path} is not used")
         return
