@@ -81,13 +81,13 @@ class Checkpoints:
     """Save and restore run state with an Orbax `CheckpointManager`."""
 
     def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
+        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+        if read_only and not os.path.isdir(self.directory):
+            self._manager = None  # nothing to inspect: a fresh run does not wait for Orbax's import here
+            return
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
-        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-        if read_only and not os.path.isdir(self.directory):
-            self._manager = None
-            return
         # `read_only` here means "inspect only": no directory is created and nothing is cleaned up.
         # (Orbax's own read_only option logs three warnings per use, so it is not used.)
         options = ocp.CheckpointManagerOptions(
