@@ -57,13 +57,34 @@ BATCH, LR = 256, 0.1
 QUICK_EXAMPLES = 6_000
 
 
+def _data_fields() -> dict:
+    """The data of every case: real Fashion-MNIST, or synthetic data of its shape with --quick."""
+    if FLAGS.quick:
+        return {"dataset": "synthetic", "synthetic_train_size": QUICK_EXAMPLES, "synthetic_test_size": 1000}
+    return {"data_dir": FLAGS.data_dir}
+
+
 def _config(model: str):
     from mlp_research.config import Config
 
-    # The default run as `experiments.train` does it, checkpoint after every epoch included.
-    data = ({"dataset": "synthetic", "synthetic_train_size": QUICK_EXAMPLES, "synthetic_test_size": 1000}
-            if FLAGS.quick else {"data_dir": FLAGS.data_dir})
-    return Config().replace(model=model, max_epochs=FLAGS.epochs, progress=False, **data)
+    # The default run as `experiments.train` does it.
+    return Config().replace(model=model, max_epochs=FLAGS.epochs, progress=False, **_data_fields())
+
+
+def _run_result(workdir: str, summary: dict, time_to_result: float) -> dict:
+    """A case's figures from the run it left in `workdir`."""
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {"epoch_seconds": [r["seconds"] for r in rows], "compile_seconds": summary["compile_seconds"],
+            "time_to_result": time_to_result, "final_val_acc": summary["final"]["val_acc"],
+            "device": summary["device"]["kind"]}
+
+
+def _run_checked(args: list[str], what: str) -> subprocess.CompletedProcess:
+    """Run a case's process; RuntimeError with its last stderr line if it fails."""
+    done = subprocess.run(args, capture_output=True, text=True, timeout=FLAGS.case_timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"case {what} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return done
 
 
 def _peak_rss_mib() -> float:
@@ -86,21 +107,12 @@ def _device_peak_mib() -> float:
 
 
 def case_core(model: str, **overrides) -> dict:
-    import tempfile
-
     from mlp_research.training.loop import train_and_evaluate
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         summary = train_and_evaluate(_config(model).replace(**overrides), workdir)
-        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {
-        "epoch_seconds": [r["seconds"] for r in rows],
-        "compile_seconds": summary["compile_seconds"],
-        "time_to_result": time.perf_counter() - t0,
-        "final_val_acc": summary["final"]["val_acc"],
-        "device": summary["device"]["kind"],
-    }
+        return _run_result(workdir, summary, time.perf_counter() - t0)
 
 
 def case_jax_plain(model: str) -> dict:
@@ -223,23 +235,17 @@ def run_cli_case(case: str, model: str, cache_dir: str) -> dict:
     """Time the training command from process start to exit, with a cold or a warm compilation cache."""
     if case == "cli_cold":
         shutil.rmtree(cache_dir, ignore_errors=True)
-    data = ["--dataset=synthetic", f"--synthetic_train_size={QUICK_EXAMPLES}", "--synthetic_test_size=1000"] \
-        if FLAGS.quick else [f"--data_dir={FLAGS.data_dir}"]
+    data = [f"--{name}={value}" for name, value in _data_fields().items()]
     with tempfile.TemporaryDirectory() as workdir:
         args = [sys.executable, "-m", "experiments.train", f"--model={model}", f"--workdir={workdir}",
                 f"--compilation_cache_dir={cache_dir}", "--progress=false", *data]
         if FLAGS.quick:
             args.append(f"--max_epochs={FLAGS.epochs}")
         start = time.perf_counter()
-        done = subprocess.run(args, capture_output=True, text=True, timeout=FLAGS.case_timeout)
+        _run_checked(args, f"{case}/{model}")
         seconds = time.perf_counter() - start
-        if done.returncode != 0:
-            raise RuntimeError(f"case {case}/{model} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-        summary = json.load(open(os.path.join(workdir, "summary.json")))
-        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {"epoch_seconds": [r["seconds"] for r in rows], "compile_seconds": summary["compile_seconds"],
-            "time_to_result": seconds, "process_seconds": seconds, "final_val_acc": summary["final"]["val_acc"],
-            "device": summary["device"]["kind"], "peak_rss_mib": float("nan"), "device_peak_mib": float("nan")}
+        result = _run_result(workdir, json.load(open(os.path.join(workdir, "summary.json"))), seconds)
+    return {**result, "process_seconds": seconds, "peak_rss_mib": float("nan"), "device_peak_mib": float("nan")}
 
 
 def run_case(case: str, model: str) -> dict:
@@ -249,9 +255,7 @@ def run_case(case: str, model: str) -> dict:
     args = [sys.executable, "-m", "benchmarks.epoch_time", f"--case={case}", f"--model={model}",
             f"--epochs={FLAGS.epochs}", f"--data_dir={FLAGS.data_dir}", f"--quick={FLAGS.quick}"]
     start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=FLAGS.case_timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"case {case}/{model} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    done = _run_checked(args, f"{case}/{model}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - start
     return result
@@ -289,11 +293,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"error: --cases: unknown case {unknown[0]!r}; known: {', '.join([*CASES, *CLI_CASES])}")
     from mlp_research.spec import ModelSpec
 
-    # Training FLOPs of one epoch: forward (2 per MAC) + weight gradients (2) + input gradients of
-    # every layer but the first (2).
-    spec = ModelSpec()
-    macs = [a * b for a, b in zip(spec.layer_sizes[:-1], spec.layer_sizes[1:])]
-    flops_per_example = 2 * sum(macs) * 2 + 2 * sum(macs[1:])
+    flops_per_example = ModelSpec().train_flops_per_example()
     examples = QUICK_EXAMPLES if FLAGS.quick else 60_000
     repeats = 1 if FLAGS.quick else max(FLAGS.repeats, 1)
     os.makedirs(FLAGS.out, exist_ok=True)

@@ -28,11 +28,6 @@ flags.DEFINE_string("out", "runs/scaling", "Output directory.")
 FLAGS = flags.FLAGS
 
 
-def train_flops_per_example(sizes: tuple[int, ...]) -> int:
-    macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    return 4 * sum(macs) + 2 * sum(macs[1:])
-
-
 def measure(hiddens: tuple[int, ...]) -> dict:
     from mlp_research.config import Config
     from mlp_research.training.loop import train_and_evaluate
@@ -45,12 +40,12 @@ def measure(hiddens: tuple[int, ...]) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         summary = train_and_evaluate(config, workdir)
     steady = summary["steady_epoch_seconds"]
-    flops = train_flops_per_example(config.model.layer_sizes) * FLAGS.examples
+    flops = config.model.train_flops_per_example() * FLAGS.examples
     return {
         "num_hiddens": list(hiddens),
         "params": config.model.num_params(),
         "epoch_seconds_60k": steady * 60_000 / FLAGS.examples,
-        "gflop_per_epoch_60k": train_flops_per_example(config.model.layer_sizes) * 60_000 / 1e9,
+        "gflop_per_epoch_60k": config.model.train_flops_per_example() * 60_000 / 1e9,
         "examples_per_second": FLAGS.examples / steady,
         "gflops": flops / steady / 1e9,
         "compile_seconds": summary["compile_seconds"],

@@ -90,6 +90,12 @@ class ModelSpec:
         sizes = self.layer_sizes
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
+    def train_flops_per_example(self) -> int:
+        """FLOPs of one training example as computed: forward, weight gradients, and input gradients of
+        every layer but the first (nothing needs the gradient of the images)."""
+        macs = [a * b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
+        return 4 * sum(macs) + 2 * sum(macs[1:])
+
 
 def parse_widths(value: str | int | Sequence[int]) -> tuple[int, ...]:
     """Parse `--num_hiddens`: `256`, `"512,256"` or a sequence of ints."""

@@ -206,7 +206,7 @@ class JaxTrainer:
 
 def _host_totals(sums: Sums | None) -> step_lib.Totals:
     """Running sums to start an epoch from: zeros, or those carried from a mid-epoch checkpoint."""
-    sums = sums or Sums(0.0, 0, 0, -1)
+    sums = sums or Sums(0.0, 0, 0)
     return step_lib.Totals(np.float32(sums.loss_sum), np.int32(sums.correct), np.int32(sums.count),
                            np.int32(sums.first_nonfinite_step))
 

@@ -165,18 +165,17 @@ class GluonMLP:
         return self.net(X)  # Dense flattens its input itself (flatten=True)
 
     def state_params(self) -> dict[str, Any]:
-        params = {}
-        for i, layer in enumerate(self.dense):
-            params[f"dense{i}_weight"] = layer.weight.data()
-            params[f"dense{i}_bias"] = layer.bias.data()
-        return params
+        return self._per_parameter(lambda parameter: parameter.data())
 
     def grads(self) -> dict[str, Any]:
-        grads = {}
+        return self._per_parameter(lambda parameter: parameter.grad())
+
+    def _per_parameter(self, get: Any) -> dict[str, Any]:
+        out = {}
         for i, layer in enumerate(self.dense):
-            grads[f"dense{i}_weight"] = layer.weight.grad()
-            grads[f"dense{i}_bias"] = layer.bias.grad()
-        return grads
+            out[f"dense{i}_weight"] = get(layer.weight)
+            out[f"dense{i}_bias"] = get(layer.bias)
+        return out
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = {}

@@ -73,20 +73,14 @@ class OptaxRMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 -- torch.optim API
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                state = self.state[p]
-                nu = state["nu"]
-                nu.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
-                update = g * torch.rsqrt(nu + group["eps"]) * group["lr"]
-                if group["momentum"] > 0:
-                    update = state["trace"].mul_(group["momentum"]).add_(update)
-                p.sub_(update)
+        for group, p, g in _grads_with_l2(self):
+            state = self.state[p]
+            nu = state["nu"]
+            nu.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
+            update = g * torch.rsqrt(nu + group["eps"]) * group["lr"]
+            if group["momentum"] > 0:
+                update = state["trace"].mul_(group["momentum"]).add_(update)
+            p.sub_(update)
         return None
 
 
@@ -102,17 +96,23 @@ class OptaxAdagrad(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 -- torch.optim API
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                if group["weight_decay"]:
-                    g = g.add(p, alpha=group["weight_decay"])
-                s = self.state[p]["sum_of_squares"]
-                s.addcmul_(g, g)
-                p.add_(g * torch.rsqrt(s + group["eps"]), alpha=-group["lr"])
+        for group, p, g in _grads_with_l2(self):
+            s = self.state[p]["sum_of_squares"]
+            s.addcmul_(g, g)
+            p.add_(g * torch.rsqrt(s + group["eps"]), alpha=-group["lr"])
         return None
+
+
+def _grads_with_l2(optimizer: torch.optim.Optimizer):
+    """(group, parameter, gradient + weight_decay * parameter) for every parameter that has a gradient."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = p.grad
+            if group["weight_decay"]:
+                g = g.add(p, alpha=group["weight_decay"])
+            yield group, p, g
 
 
 def make_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
