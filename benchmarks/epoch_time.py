@@ -107,7 +107,7 @@ def _device_peak_mib() -> float:
 
 
 def case_core(model: str, **overrides) -> dict:
-    from mlp_research.training.loop import train_and_evaluate
+    from mlp_research.run.driver import train_and_evaluate
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
@@ -122,7 +122,7 @@ def case_jax_plain(model: str) -> dict:
     import optax
 
     from mlp_research.data import load_splits
-    from mlp_research.models import build_model
+    from mlp_research.jax_backend.models import build_model
 
     t0 = time.perf_counter()
     config = _config(model)
@@ -211,7 +211,7 @@ def case_core_save_each_epoch(model: str) -> dict:
 
 def case_jax_plain_tuned(model: str) -> dict:
     """The plain loop with the XLA:CPU flags the core sets (`CPU_XLA_FLAGS`): the like-for-like baseline."""
-    from mlp_research.backends.jax_backend import tune_xla_cpu
+    from mlp_research.jax_backend.backend import tune_xla_cpu
 
     tune_xla_cpu()
     return case_jax_plain(model)

@@ -30,7 +30,7 @@ FLAGS = flags.FLAGS
 
 def measure(hiddens: tuple[int, ...]) -> dict:
     from mlp_research.config import Config
-    from mlp_research.training.loop import train_and_evaluate
+    from mlp_research.run.driver import train_and_evaluate
 
     config = Config().replace(
         model="mlp", num_hiddens=hiddens, dataset="synthetic", synthetic_train_size=FLAGS.examples,

@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    from mlp_research import backends
+    from mlp_research.backends import registry as backends
 
     if FLAGS.load:
         rows = backends.status()

@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    from mlp_research.evaluation import evaluate_checkpoint
+    from mlp_research.run.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(FLAGS.workdir, split=FLAGS.split, data_dir=FLAGS.data_dir, export=FLAGS.export,
                                  backend=FLAGS.backend)

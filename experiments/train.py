@@ -10,8 +10,9 @@ import time
 
 from absl import flags
 
-from mlp_research import cli, distributed
-from mlp_research.workdir import check_workdir
+from mlp_research import cli
+from mlp_research.jax_backend import distributed
+from mlp_research.run.workdir import check_workdir
 
 cli.define_config_flags()
 flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>). A workdir with a "
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> None:
         FLAGS.workdir or os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     )
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from mlp_research.training.loop import train_and_evaluate  # after flag checks: imports JAX
+    from mlp_research.run.driver import train_and_evaluate  # after flag checks: imports JAX
 
     summary = train_and_evaluate(config, workdir, restart=FLAGS.restart)
     final = summary["final"]

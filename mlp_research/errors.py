@@ -57,6 +57,36 @@ class CheckpointError(UserError):
     exit_code = 8
 
 
+class StoppedBeforeCheckpointError(UserError):
+    """The run stopped on SIGTERM/SIGINT before it had saved any checkpoint (nothing new to resume)."""
+
+    exit_code = 9
+
+
+class StorageError(UserError):
+    """A write failed (disk full, I/O error, read-only file system); the message names the path and errno."""
+
+    exit_code = 10
+
+
+class WorkdirDamagedError(UserError):
+    """Something in the work directory is not what a run wrote there (a file where a directory belongs, ...)."""
+
+    exit_code = 11
+
+
+class PeerProcessError(UserError):
+    """Another process of a multi-process run failed or stopped answering."""
+
+    exit_code = 12
+
+
+EXIT_CODES = {cls.exit_code: cls for cls in (
+    UserError, ConfigError, DataError, NonFiniteLossError, PreemptedError, WorkdirLockedError,
+    CheckpointMismatchError, CheckpointError, StoppedBeforeCheckpointError, StorageError, WorkdirDamagedError,
+    PeerProcessError)}
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr: something was recovered from, the run goes on."""
     print(f"warning: {message}", file=sys.stderr, flush=True)

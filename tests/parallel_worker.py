@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from mlp_research.config import Config
-from mlp_research.training.loop import train_and_evaluate
+from mlp_research.run.driver import train_and_evaluate
 
 
 def main() -> None:

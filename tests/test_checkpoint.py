@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from mlp_research.checkpoint import load_npz
+from mlp_research.run.checkpoints import load_npz
 from mlp_research.errors import (
     CheckpointError,
     CheckpointMismatchError,
     PreemptedError,
     WorkdirLockedError,
 )
-from mlp_research.workdir import WorkdirLock
+from mlp_research.run.workdir import WorkdirLock
 
 # Save at every due epoch/step (no minimum interval), so stops fall between real checkpoints.
 SYNTHETIC = ["--dataset=synthetic", "--synthetic_train_size=6000", "--synthetic_test_size=500", "--batch_size=64",

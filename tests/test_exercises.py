@@ -19,7 +19,7 @@ from mlp_research.exercises.questions import RUNNERS
 from mlp_research.exercises.report import render_report
 from mlp_research.exercises.sweeps import Trial, run_sweep
 from mlp_research.exercises.vmap_sweep import cached_splits, train_group
-from mlp_research.training.loop import train_and_evaluate
+from mlp_research.run.driver import train_and_evaluate
 
 ORDER = [f"q{i}" for i in range(1, 11)]
 

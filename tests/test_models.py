@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlp_research.models import flax_mlp
-from mlp_research.models.flax_mlp import build_model, from_canonical, to_canonical
+from mlp_research.jax_backend import models as flax_mlp
+from mlp_research.jax_backend.models import build_model, from_canonical, to_canonical
 from mlp_research.spec import ACTIVATIONS, INITS, ModelSpec
 
 MODELS = ("mlp_scratch", "mlp")

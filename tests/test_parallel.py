@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from mlp_research.config import Config
 from mlp_research.errors import ConfigError
-from mlp_research.training import parallel
+from mlp_research.jax_backend import placement as parallel
 
 SMALL = {"dataset": "synthetic", "synthetic_train_size": 1000, "synthetic_test_size": 301, "batch_size": 64,
          "max_epochs": 2, "eval_batch_size": 128}

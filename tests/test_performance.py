@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config
-from mlp_research.checkpoint import config_differences
-from mlp_research.models import build_model
+from mlp_research.run.checkpoints import config_differences
+from mlp_research.jax_backend.models import build_model
 from mlp_research.spec import ModelSpec
-from mlp_research.training.loop import train_and_evaluate
+from mlp_research.run.driver import train_and_evaluate
 
 
 def _logits(spec: ModelSpec, precision: str, params, x):
@@ -139,7 +139,7 @@ _TRAIN_AND_REPORT = """
 import json, os, sys, tempfile
 sys.path.insert(0, "tests")
 from conftest import tiny_config
-from mlp_research.training.loop import train_and_evaluate
+from mlp_research.run.driver import train_and_evaluate
 with tempfile.TemporaryDirectory() as workdir:
     result = train_and_evaluate(tiny_config(), workdir)
 print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -167,7 +167,7 @@ def test_cpu_scheduler_flag_is_added_respects_the_user_and_changes_no_result():
 
 
 def test_next_epoch_order_is_prefetched_and_never_used_for_another_epoch():
-    from mlp_research.backends.jax_backend import JaxBackend
+    from mlp_research.jax_backend.backend import JaxBackend
     from mlp_research.batching import epoch_order
     from mlp_research.data import load_splits
 
@@ -192,7 +192,7 @@ def test_next_epoch_order_is_prefetched_and_never_used_for_another_epoch():
 def test_bfloat16_checkpoint_evaluates_in_another_backend(tmp_path):
     """Other frameworks evaluate a reduced-precision checkpoint at their own precision, not refusing it."""
     pytest.importorskip("mlp_research_torch")
-    from mlp_research.evaluation import evaluate_checkpoint
+    from mlp_research.run.evaluation import evaluate_checkpoint
 
     train_and_evaluate(tiny_config(max_epochs=1, matmul_precision="bfloat16"), str(tmp_path))
     in_jax = evaluate_checkpoint(str(tmp_path))

@@ -17,10 +17,10 @@ from conftest import REPO, tiny_config
 from mlp_research.config import Config
 from mlp_research.data import load_splits
 from mlp_research.errors import NonFiniteLossError
-from mlp_research.models import build_model, to_canonical
-from mlp_research.training import metrics as metrics_lib
-from mlp_research.training import step as step_lib
-from mlp_research.training.loop import train_and_evaluate
+from mlp_research.jax_backend.models import build_model, to_canonical
+from mlp_research.run import metrics as metrics_lib
+from mlp_research.jax_backend import step as step_lib
+from mlp_research.run.driver import train_and_evaluate
 
 
 def rows_without_time(workdir) -> list[dict]:

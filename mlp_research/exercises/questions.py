@@ -49,7 +49,7 @@ def _hw() -> str:
 
 def _forward_hidden(params: dict, images: np.ndarray, activation: str) -> tuple[np.ndarray, np.ndarray]:
     """Numpy forward pass of a one-hidden-layer net: (hidden activations, logits)."""
-    from mlp_research.models.flax_mlp import ACTIVATIONS
+    from mlp_research.jax_backend.models import ACTIVATIONS
 
     x = images.reshape(len(images), -1)
     pre = x @ params["W1"] + params["b1"]
@@ -372,7 +372,7 @@ def time_backend(name: str, config: Config, splits: Splits) -> dict:
     same way as `train_and_evaluate` drives it: one epoch = its chunks, then a sync for the
     sums; the median epoch after the first (which may compile or warm up) is the speed.
     """
-    from mlp_research import backends
+    from mlp_research.backends import registry as backends
 
     backend = backends.load(name)
     config = config.replace(backend=name)
@@ -395,7 +395,7 @@ def time_backend(name: str, config: Config, splits: Splits) -> dict:
 
 def speed_backends() -> list[str]:
     """Backends registered in this environment (no framework is imported to list them)."""
-    from mlp_research import backends
+    from mlp_research.backends import registry as backends
 
     return list(backends.available())
 

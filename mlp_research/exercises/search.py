@@ -24,9 +24,9 @@ import optuna
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.exercises.vmap_sweep import train_group
-from mlp_research.models import build_model, from_canonical
-from mlp_research.training import step as step_lib
-from mlp_research.training.parallel import pad_eval
+from mlp_research.jax_backend.models import build_model, from_canonical
+from mlp_research.jax_backend import step as step_lib
+from mlp_research.jax_backend.placement import pad_eval
 
 Log = Callable[[str], None]
 FINAL = "final.json"

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mlp_research.checkpoint import config_differences
+from mlp_research.run.checkpoints import config_differences
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.exercises.vmap_sweep import cached_splits, group_key, train_group

@@ -25,11 +25,11 @@ import optax
 
 from mlp_research.config import Config
 from mlp_research.data import Split, Splits, load_splits
-from mlp_research.models import build_model, to_canonical
-from mlp_research.training import step as step_lib
-from mlp_research.training.loop import device_description
-from mlp_research.training.optim import make_optimizer
-from mlp_research.training.parallel import pad_eval
+from mlp_research.jax_backend.models import build_model, to_canonical
+from mlp_research.jax_backend import step as step_lib
+from mlp_research.run.driver import device_description
+from mlp_research.jax_backend.optim import make_optimizer
+from mlp_research.jax_backend.placement import pad_eval
 
 # Fields a group's members may differ in; everything else must be equal.
 PER_MEMBER_FIELDS = ("lr", "seed", "init", "sigma")

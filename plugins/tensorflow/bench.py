@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from mlp_research import backends, batching  # noqa: E402
+from mlp_research.backends import registry as backends, batching  # noqa: E402
 from mlp_research.config import Config  # noqa: E402
 from mlp_research.data import load_splits  # noqa: E402
 

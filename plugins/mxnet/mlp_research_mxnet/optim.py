@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mlp_research.config import Config
-from mlp_research.training.optax_defaults import (
+from mlp_research.optimizers import (
     ADAGRAD_EPS,
     ADAM_B1,
     ADAM_B2,
@@ -33,7 +33,7 @@ B1, B2 = ADAM_B1, ADAM_B2
 
 
 def make_schedule(config: Config, steps_per_epoch: int) -> Callable[[int], float]:
-    """lr(step) equal to `mlp_research.training.optim.make_schedule` (optax's formulas)."""
+    """lr(step) equal to `mlp_research.jax_backend.optim.make_schedule` (optax's formulas)."""
     total = config.max_epochs * steps_per_epoch
     peak = config.lr
     if config.schedule == "constant":

@@ -15,14 +15,14 @@ import pytest
 from mlp_research_mxnet import optim
 from mlp_research_mxnet.backend import MXNetBackend
 
-from mlp_research import backends
+from mlp_research.backends import registry as backends
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
 from mlp_research.errors import ConfigError
-from mlp_research.models.flax_mlp import ACTIVATIONS as JAX_ACTIVATIONS
+from mlp_research.jax_backend.models import ACTIVATIONS as JAX_ACTIVATIONS
 from mlp_research.spec import ACTIVATIONS, INITS
-from mlp_research.training.loop import train_and_evaluate
-from mlp_research.training.optim import make_schedule as optax_schedule
+from mlp_research.run.driver import train_and_evaluate
+from mlp_research.jax_backend.optim import make_schedule as optax_schedule
 
 MODELS = ("mlp_scratch", "mlp")
 REPO = Path(__file__).resolve().parents[3]
@@ -146,7 +146,7 @@ def test_optimizers_match_optax(optimizer: str) -> None:
     """Four updates of each optimiser (weight decay, cosine schedule) against the core's optax transformation."""
     from mlp_research_mxnet.framework import mxnet
 
-    from mlp_research.training.optim import make_optimizer
+    from mlp_research.jax_backend.optim import make_optimizer
 
     mx_np = mxnet().np
     config = tiny_config(optimizer=optimizer, lr=0.01, weight_decay=0.01, schedule="cosine", max_epochs=2)
@@ -266,7 +266,7 @@ def test_cli_refusal_exits_2(tmp_path) -> None:
 
 
 def test_evaluate_a_jax_checkpoint_in_mxnet(tmp_path) -> None:
-    from mlp_research.evaluation import evaluate_checkpoint
+    from mlp_research.run.evaluation import evaluate_checkpoint
 
     workdir = tmp_path / "jax_run"
     train_and_evaluate(tiny_config(backend="jax", model="mlp", max_epochs=1), str(workdir))

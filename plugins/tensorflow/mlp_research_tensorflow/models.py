@@ -30,7 +30,7 @@ def relu(X: Any) -> Any:
     return tf.math.maximum(X, 0)
 
 
-# Same functions as mlp_research.models.flax_mlp.ACTIVATIONS: JAX's gelu is the tanh
+# Same functions as mlp_research.jax_backend.models.ACTIVATIONS: JAX's gelu is the tanh
 # approximation and its leaky_relu slope is 0.01 (TensorFlow's defaults differ).
 ACTIVATIONS: dict[str, Activation] = {
     "relu": tf.nn.relu,

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from mlp_research.config import Config
-from mlp_research.training.optax_defaults import (
+from mlp_research.optimizers import (
     ADAGRAD_EPS,
     ADAM_B1,
     ADAM_B2,

@@ -14,13 +14,14 @@ import numpy as np
 import optax
 import pytest
 
-from mlp_research import backends
+from mlp_research.backends import registry as backends
 from mlp_research.config import Config
 from mlp_research.data import load_splits
 from mlp_research.errors import ConfigError
-from mlp_research.models import build_model as build_flax_model
-from mlp_research.models import flax_mlp, from_canonical
-from mlp_research.training.optim import make_optimizer
+from mlp_research.jax_backend.models import build_model as build_flax_model
+from mlp_research.jax_backend import models as flax_mlp
+from mlp_research.jax_backend.models import from_canonical
+from mlp_research.jax_backend.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[3]
 TF_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
@@ -52,7 +53,7 @@ def metrics_rows(workdir: Path) -> list[dict]:
 
 # ----------------------------------------------------------------- registry and check()
 def test_listing_and_checking_import_no_tensorflow():
-    code = ("import sys; from mlp_research import backends; from mlp_research.config import Config; "
+    code = ("import sys; from mlp_research.backends import registry as backends; from mlp_research.config import Config; "
             "assert 'tensorflow' in backends.available(); b = backends.load('tensorflow'); "
             "b.check(Config(backend='tensorflow')); print('tensorflow' in sys.modules)")
     assert run_cli("-c", code).stdout.strip() == "False"
@@ -120,7 +121,7 @@ def test_each_init_builds_with_the_variance_of_the_jax_model(model, init):
 
 @pytest.mark.parametrize("model, activation", [("mlp_scratch", "relu"), ("mlp", "relu")])
 def test_both_models_learn_on_synthetic_data(tmp_path, model, activation):
-    from mlp_research.training.loop import train_and_evaluate
+    from mlp_research.run.driver import train_and_evaluate
 
     config = small_config(model=model, activation=activation, max_epochs=3, lr=0.3 if model == "mlp_scratch" else 0.1)
     summary = train_and_evaluate(config, str(tmp_path))
@@ -238,7 +239,7 @@ def test_uneven_chunks_count_every_example_once_and_flag_a_nonfinite_loss():
 # ----------------------------------------------------------------------- end to end
 def test_cli_outputs_and_stop_resume_equal_an_uninterrupted_run(tmp_path):
     """Epoch 1 from the command line, epoch 2 resumed by the same driver in-process (one TF start-up less)."""
-    from mlp_research.training.loop import train_and_evaluate
+    from mlp_research.run.driver import train_and_evaluate
 
     config = small_config(optimizer="momentum", max_epochs=2)
     resumed = tmp_path / "resumed"
@@ -259,8 +260,8 @@ def test_cli_outputs_and_stop_resume_equal_an_uninterrupted_run(tmp_path):
 
 def test_a_jax_checkpoint_evaluates_the_same_in_tensorflow(tmp_path):
     """`experiments.evaluate --backend=B` is a thin wrapper of `evaluate_checkpoint(..., backend=B)`."""
-    from mlp_research.evaluation import evaluate_checkpoint
-    from mlp_research.training.loop import train_and_evaluate
+    from mlp_research.run.evaluation import evaluate_checkpoint
+    from mlp_research.run.driver import train_and_evaluate
 
     train_and_evaluate(small_config(backend="jax", model="mlp", max_epochs=1), str(tmp_path))
     in_jax = evaluate_checkpoint(str(tmp_path), backend="jax")

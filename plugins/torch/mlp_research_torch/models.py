@@ -6,7 +6,7 @@ hand-written as `torch.max(X, zeros)`, and the input is reshaped to
 (-1, num_inputs). `mlp_concise` is the book's `nn.Sequential(nn.Flatten(),
 nn.LazyLinear(h), nn.ReLU(), nn.LazyLinear(o))`, deepened by `num_hiddens`.
 
-Activations and initialisers mirror `mlp_research.models.flax_mlp`, so the
+Activations and initialisers mirror `mlp_research.jax_backend.models`, so the
 same spec means the same network in both frameworks, and parameters convert
 to and from the canonical layout (`W1, b1, ...`, W shaped (fan_in, fan_out)).
 """

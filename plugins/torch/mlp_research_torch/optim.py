@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules that mirror `mlp_research.training.optim` (optax).
+"""Optimisers and learning-rate schedules that mirror `mlp_research.jax_backend.optim` (optax).
 
 torch.optim's SGD (plain, momentum, nesterov), Adam and AdamW compute exactly
 optax's updates (trace-style momentum, bias-corrected Adam with eps outside the

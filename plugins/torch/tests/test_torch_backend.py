@@ -16,15 +16,16 @@ from mlp_research_torch import models
 from mlp_research_torch.optim import make_schedule
 from mlp_research_torch.trainer import TorchTrainer
 
-from mlp_research import backends
+from mlp_research.backends import registry as backends
 from mlp_research.data import load_splits
 from mlp_research.errors import ConfigError
-from mlp_research.evaluation import evaluate_checkpoint
-from mlp_research.models import build_model as build_flax_model
-from mlp_research.models import flax_mlp, from_canonical
+from mlp_research.run.evaluation import evaluate_checkpoint
+from mlp_research.jax_backend.models import build_model as build_flax_model
+from mlp_research.jax_backend import models as flax_mlp
+from mlp_research.jax_backend.models import from_canonical
 from mlp_research.spec import ACTIVATIONS, INITS, ModelSpec
-from mlp_research.training import optim as jax_optim
-from mlp_research.training.loop import train_and_evaluate
+from mlp_research.jax_backend import optim as jax_optim
+from mlp_research.run.driver import train_and_evaluate
 
 MODELS = ("mlp_scratch", "mlp")
 TIMING = ("seconds", "examples_per_second")
@@ -57,7 +58,7 @@ def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 # --------------------------------------------------------------- discovery
 def test_listing_imports_no_framework_and_loading_stays_lazy():
     code = (
-        "import sys; from mlp_research import backends; assert 'torch' in backends.available(); "
+        "import sys; from mlp_research.backends import registry as backends; assert 'torch' in backends.available(); "
         "assert 'torch' not in sys.modules; b = backends.load('torch'); assert 'torch' not in sys.modules; "
         "print(b.name, b.version())"
     )

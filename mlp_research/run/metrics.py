@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Iterable, Sequence
 
-from mlp_research.training.tensorboard import ScalarWriter
+from mlp_research.run.tensorboard import ScalarWriter
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"

@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from mlp_research.batching import pad_eval  # noqa: F401 (re-exported)
 from mlp_research.config import Config
 from mlp_research.errors import ConfigError
-from mlp_research.training import step as step_lib
+from mlp_research.jax_backend import step as step_lib
 
 AXIS = "data"
 

@@ -20,16 +20,16 @@ import sys
 import time
 from typing import Any
 
-from mlp_research import backends
-from mlp_research import checkpoint as checkpoint_lib
+from mlp_research.backends import registry as backends
+from mlp_research.run import checkpoints as checkpoint_lib
 from mlp_research.backends.base import Sums, Trainer
 from mlp_research.batching import EpochLayout
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, warn
-from mlp_research.training import metrics as metrics_lib
-from mlp_research.training.preemption import StopOnSignal
-from mlp_research.workdir import WorkdirLock, prepare_workdir
+from mlp_research.run import metrics as metrics_lib
+from mlp_research.run.signals import StopOnSignal
+from mlp_research.run.workdir import WorkdirLock, prepare_workdir
 
 OUTPUTS = (metrics_lib.METRICS_FILE, metrics_lib.SUMMARY_FILE, metrics_lib.CURVES_FILE, metrics_lib.TENSORBOARD_DIR)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from mlp_research import backends
-from mlp_research import checkpoint as checkpoint_lib
+from mlp_research.backends import registry as backends
+from mlp_research.run import checkpoints as checkpoint_lib
 from mlp_research.config import Config
 from mlp_research.data import load_splits
 from mlp_research.errors import CheckpointError, ConfigError, warn

@@ -21,10 +21,10 @@ from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.errors import ConfigError, warn
-from mlp_research.models import build_model, from_canonical, to_canonical
-from mlp_research.training import parallel
-from mlp_research.training import step as step_lib
-from mlp_research.training.optim import make_optimizer
+from mlp_research.jax_backend.models import build_model, from_canonical, to_canonical
+from mlp_research.jax_backend import placement as parallel
+from mlp_research.jax_backend import step as step_lib
+from mlp_research.jax_backend.optim import make_optimizer
 
 
 class JaxBackend:
