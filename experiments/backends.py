@@ -1,8 +1,9 @@
 """List the registered backends: `python -m experiments.backends`.
 
 Reads the entry-point group `mlp_research.backends`; for each backend prints
-its package, framework version and whether it loads (with the error if not).
-Exit code 0 when every backend loads, 1 otherwise.
+its package, framework version and whether it loads (with the error if not:
+a plugin that fails, even by calling sys.exit at import, is one row, and the
+others are still listed). Exit code 0 when every backend loads, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def main(argv: list[str]) -> None:
         for row in rows:
             print(json.dumps(row))
     else:
+        widths = [max([len(str(row[key])) for row in rows] + [len(key)]) for key in ("backend", "package")]
         for row in rows:
             state = ("loads, " + row["framework_version"]) if row.get("loads") else (row.get("error") or "not loaded")
-            print(f"{row['backend']:<12} {row['package']} {row['package_version']:<10} {state}")
+            print(f"{row['backend']:<{widths[0]}}  {row['package']:<{widths[1]}}  {row['package_version']:<10} {state}")
     if FLAGS.load and not all(row["loads"] for row in rows):
         sys.exit(1)
 

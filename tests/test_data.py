@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import threading
 import time
+import tracemalloc
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 from mlp_research.config import DATA_DIR_ENV, Config
 from mlp_research.data import SPLIT_SEED, idx, load_arrays, load_splits, synthetic, to_float_images
 from mlp_research.data.idx import FILES, write_idx
-from mlp_research.errors import DataError
+from mlp_research.errors import ConfigError, DataError
 
 
 def _find_real_data() -> Path | None:
@@ -493,3 +496,205 @@ def test_tfds_offline_fails_fast_naming_data_dir(tmp_path, monkeypatch):
     assert "--data_dir" in message and str(tmp_path) in message, message
     assert info.value.exit_code == 3
     assert not any(tmp_path.rglob("*.tfrecord*"))  # nothing was downloaded
+
+
+# ------------------------------------------------- hardening (issue 13): sizes, odd entries
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_empty_split_names_its_images_file(tmp_path, split, gz):
+    write_dataset(tmp_path, gz=gz)
+    corrupt(tmp_path, f"{split}_images", idx_bytes(np.zeros((0, 28, 28), np.uint8)), gz)
+    corrupt(tmp_path, f"{split}_labels", idx_bytes(np.zeros(0, np.uint8)), gz)
+    with pytest.raises(DataError) as info:
+        load_splits(idx_config(tmp_path))
+    message = str(info.value)
+    assert message.startswith(f"{path_of(tmp_path, f'{split}_images', gz)}: holds no examples"), message
+    assert "batch_size" not in message
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+def test_dimensions_whose_product_overflows_int64(tmp_path, gz):
+    # 2**22 * 2**21 * 2**21 = 2**64: an int64 product wraps to 0 and "matches" an empty body.
+    path = tmp_path / ("x.gz" if gz else "x")
+    write_raw(path, bytes([0, 0, 8, 3]) + b"".join((2**k).to_bytes(4, "big") for k in (22, 21, 21)), gz)
+    with pytest.raises(DataError) as info:
+        idx.read_idx(str(path), idx.IMAGES_MAGIC)
+    assert str(path) in str(info.value) and str(2**64) in str(info.value) and "truncated" in str(info.value)
+
+
+def refused_cheaply(path: Path, magic: int | None = None, max_bytes: int = 1 << 20) -> str:
+    """The DataError of reading `path` (IDX file with `magic`, else a data dir), allocating under `max_bytes`."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as info:
+            idx.read_idx(str(path), magic) if magic else idx.load_dir(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < max_bytes, f"allocated {peak} bytes to refuse {path}"
+    assert str(path) in str(info.value)
+    return str(info.value)
+
+
+def test_huge_plain_file_is_refused_before_its_body_is_read(tmp_path):
+    path = tmp_path / FILES["train_labels"]
+    path.write_bytes(idx_bytes(np.zeros(50, np.uint8)))
+    with open(path, "r+b") as f:
+        f.truncate(1 << 30)  # sparse: 1 GiB of nothing on disk
+    assert "has trailing bytes" in refused_cheaply(path, idx.LABELS_MAGIC)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+def test_header_claiming_a_huge_size_is_refused_at_once(tmp_path, gz):
+    path = tmp_path / "x"
+    write_raw(path, idx_bytes(make_images(3))[:4] + b"".join(d.to_bytes(4, "big") for d in (2**32 - 1, 28, 28))
+              + bytes(1000), gz)
+    message = refused_cheaply(path, idx.IMAGES_MAGIC)
+    assert "truncated" in message and str((2**32 - 1) * 784) in message
+
+
+def test_gzip_bomb_is_never_decompressed_past_its_header_size(tmp_path):
+    path = tmp_path / "labels.gz"
+    write_raw(path, idx_bytes(np.zeros(20, np.uint8)) + bytes(64 << 20), gz=True)  # 64 MiB of zeros, ~64 KiB gzipped
+    assert "has trailing bytes" in refused_cheaply(path, idx.LABELS_MAGIC)
+
+
+def test_gzip_file_far_larger_than_its_header_needs_is_refused_unread(tmp_path):
+    path = tmp_path / "labels.gz"
+    noise = np.random.default_rng(0).integers(0, 256, 2 << 20, dtype=np.uint8).tobytes()
+    write_raw(path, idx_bytes(np.zeros(20, np.uint8)) + noise, gz=True)  # incompressible: a 2 MiB file
+    message = refused_cheaply(path, idx.LABELS_MAGIC, max_bytes=512 << 10)
+    assert "compressed bytes, far more than the 28 bytes" in message, message
+
+
+def test_multi_member_and_zero_padded_gzip_files_still_read(tmp_path):
+    data = idx_bytes(make_images(7))
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(data[:1000]) + gzip.compress(data[1000:]) + bytes(512))
+    np.testing.assert_array_equal(idx.read_idx(str(path), idx.IMAGES_MAGIC), make_images(7))
+    path.write_bytes(gzip.compress(data) + gzip.compress(b"x"))  # a second member is more data
+    with pytest.raises(DataError, match="has trailing bytes"):
+        idx.read_idx(str(path), idx.IMAGES_MAGIC)
+
+
+@pytest.mark.parametrize("cut, extra, words", [(8, b"", "truncated: the gzip stream stops before its end"),
+                                               (0, b"<html>", "has trailing bytes")], ids=["no_trailer", "garbage"])
+def test_gzip_stream_ends_are_named(tmp_path, cut, extra, words):
+    path = tmp_path / "x.gz"
+    data = gzip.compress(idx_bytes(make_images(7)))
+    path.write_bytes(data[: len(data) - cut] + extra)
+    with pytest.raises(DataError) as info:
+        idx.read_idx(str(path), idx.IMAGES_MAGIC)
+    assert str(info.value).startswith(f"{path}: {words}"), str(info.value)
+
+
+def test_wrong_image_size_is_refused_before_the_body_is_read(tmp_path):
+    write_dataset(tmp_path, gz=False)
+    path = corrupt(tmp_path, "train_images", idx_bytes(np.zeros((1024, 1024, 1024), np.uint8))[:16], gz=False)
+    with open(path, "r+b") as f:
+        f.truncate(16 + (1 << 30))  # sparse, and of the size its header says
+    message = refused_cheaply(tmp_path)
+    assert message == f"{path}: images are (1024, 1024), expected 28x28", message
+
+
+@pytest.fixture
+def no_tfds(monkeypatch):
+    """auto must not fall back to TensorFlow Datasets: make that fallback fail the test."""
+    import mlp_research.data.tfds_source as tfds_source
+
+    def fail(data_dir):
+        raise AssertionError(f"fell back to tfds for {data_dir}")
+
+    monkeypatch.setattr(tfds_source, "load", fail)
+
+
+@pytest.mark.parametrize("via_env", [False, True], ids=["flag", "env"])
+@pytest.mark.parametrize("key", list(FILES))
+def test_auto_refuses_a_data_dir_with_some_of_the_files(tmp_path, monkeypatch, no_tfds, key, via_env):
+    write_dataset(tmp_path)
+    path_of(tmp_path, key, True).unlink()
+    if via_env:
+        monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    config = Config(data_source="auto") if via_env else idx_config(tmp_path, data_source="auto")
+    with pytest.raises(DataError) as info:
+        load_splits(config)
+    message = str(info.value)
+    assert message.startswith(f"{'$' + DATA_DIR_ENV if via_env else '--data_dir'}: {tmp_path} lacks {FILES[key]}[.gz]")
+    assert info.value.exit_code == 3
+
+
+def _dangling(path: Path) -> None:
+    path.symlink_to(path.parent / "nowhere")
+
+
+ODD_ENTRIES = {"dangling symlink": _dangling, "FIFO": os.mkfifo, "directory": Path.mkdir}
+
+
+def error_without_blocking(fifo: Path, function, *args) -> str:
+    """The DataError message of `function(*args)`; the test fails if it blocks by opening the FIFO `fifo`."""
+    outcome: list[str] = []
+
+    def call() -> None:
+        try:
+            function(*args)
+            outcome.append("no DataError")
+        except DataError as e:
+            outcome.append(str(e))
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # gives the blocked reader an end of file
+        worker.join()
+        pytest.fail(f"opened the FIFO {fifo}")
+    assert outcome, "raised something other than DataError"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("source", ["auto", "idx"])
+@pytest.mark.parametrize("kind", list(ODD_ENTRIES))
+def test_odd_entry_in_place_of_a_file_is_named(tmp_path, no_tfds, kind, source):
+    write_dataset(tmp_path)
+    path = path_of(tmp_path, "test_labels", True)
+    path.unlink()
+    ODD_ENTRIES[kind](path)
+    message = error_without_blocking(path, load_splits, idx_config(tmp_path, data_source=source))
+    assert message.startswith(f"{path}: is a {kind}"), message
+
+
+def test_read_idx_never_opens_a_fifo(tmp_path, monkeypatch):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    message = error_without_blocking(path, idx.read_idx, str(path), idx.LABELS_MAGIC)
+    assert message == f"{path}: is a FIFO, not an IDX file"
+    monkeypatch.setattr(idx, "_kind", lambda p: None)  # a FIFO put there after the check: still no wait
+    message = error_without_blocking(path, idx.read_idx, str(path), idx.LABELS_MAGIC)
+    assert message == f"{path}: is not a regular file (any more), not an IDX file"
+
+
+def test_auto_still_uses_tfds_when_dir_holds_no_idx_name(tmp_path, monkeypatch):
+    import mlp_research.data.tfds_source as tfds_source
+
+    (tmp_path / "fashion_mnist" / "3.0.1").mkdir(parents=True)  # what a tfds data dir holds
+    (tmp_path / "README").write_text("not an IDX file")
+    monkeypatch.setattr(tfds_source, "load", lambda data_dir: write_dataset_arrays())
+    assert load_arrays(idx_config(tmp_path, data_source="auto"))[2] == f"tfds:{tmp_path}"
+
+
+def test_hold_out_of_every_training_example_names_val_fraction(tmp_path):
+    write_dataset(tmp_path, n_train=1)
+    with pytest.raises(ConfigError, match=r"^--val_fraction: 0.9 holds out all 1 training examples"):
+        load_splits(idx_config(tmp_path, val_fraction=0.9))
+
+
+def test_empty_tfds_split_is_a_data_error(monkeypatch):
+    from mlp_research.data import tfds_source
+
+    builder = types.SimpleNamespace(is_prepared=lambda: True, as_dataset=lambda split, **kwargs: [])
+    fake = types.SimpleNamespace(builder=lambda name, data_dir: builder, as_numpy=lambda ds: ds)
+    monkeypatch.setattr(tfds_source, "_import_tfds", lambda: fake)
+    with pytest.raises(DataError, match="the train split of tfds 'fashion_mnist' in /x holds no examples"):
+        tfds_source.load("/x")

@@ -2,19 +2,22 @@
 
 Listing is lazy: it reads package metadata and imports no framework. A backend
 whose plugin fails to import is reported (package, error) when it is listed or
-selected, and the others keep working.
+selected, and the others keep working: whatever a plugin raises, even
+`sys.exit` at import, becomes that report (only Ctrl-C goes through).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata as md
-import logging
+from typing import Any, Callable
 
-from mlp_research.errors import ConfigError
+from mlp_research.errors import ConfigError, warn
 
 GROUP = "mlp_research.backends"
-log = logging.getLogger(__name__)
+# Duplicate registrations already warned about: a listing reads the metadata once per backend, a process
+# may list many times, and one warning says it all.
+_warned: set[tuple[str, str, str]] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,33 +34,52 @@ def available() -> dict[str, BackendInfo]:
     for ep in md.entry_points(group=GROUP):
         dist = getattr(ep, "dist", None)
         info = BackendInfo(ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?")
-        if ep.name in found and found[ep.name].target != ep.value:
-            log.warning("backend %r is registered twice (%s and %s); using the first",
-                        ep.name, found[ep.name].distribution, info.distribution)
-            continue
-        found[ep.name] = info
+        first = found.get(ep.name)
+        if first is None:
+            found[ep.name] = info
+        elif first.target != info.target:
+            _warn_duplicate(first, info)
     if "jax" not in found:  # a source checkout that was never pip-installed still has its core backend
         found["jax"] = BackendInfo("jax", "mlp_research.jax_backend.backend:JaxBackend", "mlp-research", "source")
     return dict(sorted(found.items()))
 
 
-def load(name: str):
+def _warn_duplicate(first: BackendInfo, other: BackendInfo) -> None:
+    key = (first.name, f"{first.distribution}:{first.target}", f"{other.distribution}:{other.target}")
+    if key not in _warned:
+        _warned.add(key)
+        warn(f"backend {first.name!r} is registered twice, by package {first.distribution} {first.distribution_version}"
+             f" ({first.target}) and by package {other.distribution} {other.distribution_version} ({other.target});"
+             f" using {first.distribution}'s")
+
+
+def _failure(info: BackendInfo, error: BaseException) -> ConfigError:
+    detail = " ".join(str(error).split())
+    what = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return ConfigError(f"--backend: backend {info.name!r} from package {info.distribution} failed to load: {what}")
+
+
+def _guarded(info: BackendInfo, call: Callable[[], Any]) -> Any:
+    """`call()`; ConfigError naming the package for anything the plugin raises but Ctrl-C."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- a broken plugin, even one calling sys.exit, must not stop the others
+        raise _failure(info, e) from None
+
+
+def _instantiate(info: BackendInfo) -> Any:
+    module_name, _, attr = info.target.partition(":")
+    return _guarded(info, lambda: getattr(__import__(module_name, fromlist=[attr or "_"]), attr)())
+
+
+def load(name: str) -> Any:
     """The backend instance registered as `name`; ConfigError naming the plugin if it cannot load."""
     backends = available()
     if name not in backends:
         raise ConfigError(f"--backend: unknown backend {name!r}; installed: {', '.join(backends)}")
-    info = backends[name]
-    module_name, _, attr = info.target.partition(":")
-    try:
-        module = __import__(module_name, fromlist=[attr or "_"])
-        backend_class = getattr(module, attr)
-        return backend_class()
-    except Exception as e:  # noqa: BLE001 -- a broken plugin must not take the others down
-        message = " ".join(str(e).split()) or type(e).__name__
-        raise ConfigError(
-            f"--backend: backend {name!r} from package {info.distribution} failed to load: "
-            f"{type(e).__name__}: {message}"
-        ) from None
+    return _instantiate(backends[name])
 
 
 def status() -> list[dict]:
@@ -67,8 +89,8 @@ def status() -> list[dict]:
         row = {"backend": name, "package": info.distribution, "package_version": info.distribution_version,
                "entry_point": info.target}
         try:
-            backend = load(name)
-            row.update(loads=True, framework_version=backend.version(), error="")
+            backend = _instantiate(info)
+            row.update(loads=True, framework_version=str(_guarded(info, lambda: backend.version())), error="")
         except ConfigError as e:
             row.update(loads=False, framework_version="", error=str(e))
         rows.append(row)

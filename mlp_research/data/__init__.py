@@ -14,15 +14,16 @@ import os
 
 import numpy as np
 
-from mlp_research.config import Config, validation_size
-from mlp_research.errors import DataError
+from mlp_research.config import DATA_DIR_ENV, Config, validation_size
+from mlp_research.errors import ConfigError, DataError
 
 CLASS_NAMES = (
     "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
-# The validation hold-out is drawn with this fixed seed, not the run's seed, so
-# every trial of a sweep sees the same train/validation split.
+# The validation hold-out and the training subset are drawn with fixed seeds, not the run's
+# seed, so every trial of a sweep sees the same examples.
 SPLIT_SEED = 20_240_601
+SUBSET_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,19 +63,20 @@ def load_arrays(config: Config) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np
         train, test = synthetic.make(config.synthetic_train_size, config.synthetic_test_size)
         return train, test, "synthetic"
     data_dir = config.resolved_data_dir()
+    origin = "--data_dir" if config.data_dir else f"${DATA_DIR_ENV}"  # what the user set, for messages
     source = config.data_source
     if data_dir and not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir: {data_dir} does not exist (or is not a directory)")
+        raise DataError(f"{origin}: {data_dir} does not exist (or is not a directory)")
     from mlp_research.data import idx
 
     if source == "auto":
-        source = "idx" if data_dir and idx.find_files(data_dir, required=False) else "tfds"
+        source = "idx" if data_dir and idx.find_files(data_dir, required=False, origin=origin) else "tfds"
     if source == "idx":
         if not data_dir:
             raise DataError(
                 "--data_dir: no directory given for --data_source=idx; pass --data_dir or set MLP_RESEARCH_DATA_DIR"
             )
-        train, test = idx.load_dir(data_dir)
+        train, test = idx.load_dir(data_dir, origin)
         return train, test, f"idx:{os.path.abspath(data_dir)}"
     from mlp_research.data import tfds_source
 
@@ -82,16 +84,48 @@ def load_arrays(config: Config) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np
     return train, test, f"tfds:{data_dir or '~/tensorflow_datasets'}"
 
 
+# Fields that say which raw arrays a config reads: one load serves every config that agrees on them.
+_SOURCE_FIELDS = ("dataset", "data_source", "synthetic_train_size", "synthetic_test_size")
+_cache: dict[tuple, tuple] = {}
+
+
+def _cached_arrays(config: Config) -> tuple:
+    """`load_arrays`, kept for the last source read: sweeps and groups in one process load the data once."""
+    key = (*(getattr(config, f) for f in _SOURCE_FIELDS), _fingerprint(config.resolved_data_dir()))
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = load_arrays(config)
+    return _cache[key]
+
+
+def _fingerprint(data_dir: str) -> tuple:
+    """The directory and the name, size and mtime of what it holds: a changed file is read again."""
+    if not data_dir or not os.path.isdir(data_dir):
+        return (data_dir,)
+    try:
+        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(data_dir))
+    except OSError:
+        return (data_dir, object())  # unreadable: never a cache hit, let the loader report it
+    return (os.path.abspath(data_dir), *entries)
+
+
 def load_splits(config: Config) -> Splits:
-    """Load, convert and split the data a run needs."""
-    (train_x, train_y), (test_x, test_y), source = load_arrays(config)
+    """Load, convert and split the data a run needs (validation hold-out, then the training subset)."""
+    (train_x, train_y), (test_x, test_y), source = _cached_arrays(config)
     test = Split("test", to_float_images(test_x), test_y.astype(np.int32))
     n_val = validation_size(len(train_y), config.val_fraction)
-    if n_val == 0:
-        train = Split("train", to_float_images(train_x), train_y.astype(np.int32))
-        return Splits(train=train, eval=test, test=test, source=source)
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(train_y))
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    train = Split("train", to_float_images(train_x[train_idx]), train_y[train_idx].astype(np.int32))
-    val = Split("validation", to_float_images(train_x[val_idx]), train_y[val_idx].astype(np.int32))
-    return Splits(train=train, eval=val, test=test, source=source)
+    if n_val >= len(train_y):  # only data far smaller than Fashion-MNIST get here (Config checked 60,000)
+        raise ConfigError(f"--val_fraction: {config.val_fraction} holds out all {len(train_y)} training examples "
+                          f"of {source}; lower it")
+    train_idx = np.arange(len(train_y))
+    val = None
+    if n_val:
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(train_y))
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        val = Split("validation", to_float_images(train_x[val_idx]), train_y[val_idx].astype(np.int32))
+    if config.train_subset and config.train_subset < len(train_idx):
+        pick = np.random.default_rng(SUBSET_SEED).permutation(len(train_idx))[: config.train_subset]
+        train_idx = train_idx[np.sort(pick)]
+    images = train_x if len(train_idx) == len(train_y) else train_x[train_idx]
+    train = Split("train", to_float_images(images), train_y[train_idx].astype(np.int32))
+    return Splits(train=train, eval=val if val is not None else test, test=test, source=source)

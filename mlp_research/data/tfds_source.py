@@ -54,9 +54,9 @@ def load(data_dir: str | None) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.
     tfds = _import_tfds()
     builder = tfds.builder(NAME, data_dir=data_dir)
     prepared = builder.is_prepared() if hasattr(builder, "is_prepared") else os.path.isdir(builder.data_dir)
+    where = data_dir or "~/tensorflow_datasets"
     if not prepared:
         url = getattr(type(builder), "URL", "https://storage.googleapis.com")
-        where = data_dir or "~/tensorflow_datasets"
         if not reachable(url):
             raise DataError(
                 f"--data_dir: no prepared tfds '{NAME}' in {where} and the download host is unreachable; {HOW_TO_PROVIDE}"
@@ -73,6 +73,9 @@ def load(data_dir: str | None) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.
         for x, y in tfds.as_numpy(ds):
             images.append(x)
             labels.append(y)
+        if not images:  # an empty split would fail later as a division by zero or a --batch_size complaint
+            raise DataError(f"--data_dir: the {split} split of tfds '{NAME}' in {where} holds no examples; "
+                            f"{HOW_TO_PROVIDE}")
         x = np.concatenate(images)
         if x.ndim == 4:
             x = x[..., 0]
