@@ -20,8 +20,9 @@ learning rate lr (from `mlp_research.schedules`) and `count` updates made so far
 - adamw:    adam's u + weight_decay * p (decoupled), then p -= lr * u
 - lamb:     adam's u with eps 1e-6, + weight_decay * p, times the trust ratio
             ||p|| / ||u|| (1 where either norm is 0), then p -= lr * u
-- rmsprop:  nu = 0.9 nu + 0.1 g^2;  t = momentum * t + lr * g / sqrt(nu + 1e-8);  p -= t
-            (eps inside the root; the rate scales the update before the momentum trace)
+- rmsprop:  nu = 0.9 nu + 0.1 g^2;  t = momentum * t - lr * g / sqrt(nu + 1e-8);  p += t
+            (eps inside the root; the rate scales the step before the momentum trace, which therefore
+            holds the negated step, as optax's state does)
 - adagrad:  s = s + g^2 (s starts at 0.1);  p -= lr * g / sqrt(s + 1e-7)  (0 where s = 0)
 
 The state each optimiser keeps per parameter is `STATE_SLOTS` (optax's names
@@ -89,10 +90,10 @@ def update(hyper: Hyper, grad: Any, param: Any, slots: dict[str, Any], count: An
         return -lr * step, {"trace": trace}
     if name in ("adam", "adamw", "lamb"):
         return _adam_family(hyper, g, param, slots, count, lr, ops)
-    if name == "rmsprop":
+    if name == "rmsprop":  # optax's trace follows the negated step, so it holds the delta itself
         nu = RMS_DECAY * slots["nu"] + (1 - RMS_DECAY) * g * g
-        trace = hyper.momentum * slots["trace"] + lr * g / ops.sqrt(nu + RMS_EPS)
-        return -trace, {"nu": nu, "trace": trace}
+        trace = hyper.momentum * slots["trace"] - lr * g / ops.sqrt(nu + RMS_EPS)
+        return trace, {"nu": nu, "trace": trace}
     if name == "adagrad":
         total = slots["sum_of_squares"] + g * g
         scale = ops.where(total > 0, 1 / ops.sqrt(total + ADAGRAD_EPS), 0.0 * total)

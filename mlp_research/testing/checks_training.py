@@ -1,0 +1,155 @@
+"""Kit cases about training: epochs equal to the reference, state round trips, resumes, non-finite losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mlp_research.backends.base import Sums
+from mlp_research.optimizers import SUPPORTED
+from mlp_research.testing import reference
+from mlp_research.testing.kit import Case, Kit, Outcome, expect, failed, max_diff, random_canonical, skipped
+
+# Each optimiser with the settings that exercise its whole rule: L2 or decoupled decay, a decaying schedule.
+OPTIMIZER_SETTINGS = {
+    "sgd": dict(lr=0.1),
+    "momentum": dict(lr=0.05, weight_decay=1e-3, schedule="cosine"),
+    "nesterov": dict(lr=0.05),
+    "adam": dict(lr=1e-3, weight_decay=1e-3),
+    "adamw": dict(lr=1e-3, weight_decay=0.1, schedule="warmup_cosine", warmup_epochs=0.5),
+    "rmsprop": dict(lr=1e-3, momentum=0.5, schedule="warmup_cosine", warmup_epochs=0.5),
+    "adagrad": dict(lr=0.05, weight_decay=1e-3),
+    "lamb": dict(lr=1e-2, weight_decay=0.01, schedule="cosine"),
+}
+
+
+def train_epochs(trainer: Any, epochs: range) -> list[Sums]:
+    """Drive a trainer as the driver does: every chunk of every epoch, then the epoch's sums."""
+    sums = []
+    for epoch in epochs:
+        trainer.start_epoch(epoch)
+        for chunk in range(trainer.layout.chunks_per_epoch):
+            trainer.train_chunk(chunk)
+        sums.append(trainer.epoch_sums())
+    return sums
+
+
+def _training_case(model: str, optimizer: str) -> Case:
+    def run(kit: Kit) -> Outcome:
+        settings = OPTIMIZER_SETTINGS[optimizer]
+        why = kit.supports(optimizer=optimizer, **settings)
+        if why:
+            return skipped(f"not supported: {why}")
+        # tanh, not relu: a rounding-level flip of a relu at 0 would become a whole step's difference.
+        config = kit.config(model=model, num_hiddens=(32,), activation="tanh", optimizer=optimizer, **settings)
+        trainer = kit.trainer(config)
+        params = random_canonical(config, seed=1)
+        trainer.set_params(params)
+        train = kit.splits(config).train
+        got = train_epochs(trainer, range(2))
+        ref_params, slots, count = params, None, 0
+        for epoch in range(2):
+            ref_params, slots, want = reference.train_epoch(config, ref_params, slots, train.images, train.labels,
+                                                            epoch, count)
+            count += trainer.layout.steps_per_epoch
+            sums = got[epoch]
+            if (int(sums.count), int(sums.correct)) != (want.count, want.correct):
+                return failed(f"epoch {epoch + 1}: count/correct {int(sums.count)}/{int(sums.correct)}, the spec's "
+                              f"{want.count}/{want.correct} (data order, batch rule or loss before the update?)")
+            if abs(float(sums.loss_sum) - want.loss_sum) > 1e-4 * max(abs(want.loss_sum), 1.0):
+                return failed(f"epoch {epoch + 1}: training loss sum {float(sums.loss_sum):.6g}, the spec's "
+                              f"{want.loss_sum:.6g}")
+        diff = max_diff(trainer.get_params(), ref_params)
+        return expect(diff < 1e-4, f"max |param diff| after 2 epochs {diff:.1e}",
+                      f"parameters after 2 epochs differ from the spec by {diff:.3g} (the update rule or its "
+                      "learning rate?)")
+
+    return Case(f"training[{model},{optimizer}]", run)
+
+
+def _tree(state: Any) -> list[tuple[str, tuple, str]]:
+    """(path, shape, dtype) of every leaf of a state tree of dicts (and pytree-registered objects)."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return [(jax.tree_util.keystr(path), np.shape(leaf), str(np.asarray(leaf).dtype)) for path, leaf in leaves]
+
+
+def _copy(state: Any) -> Any:
+    import jax
+
+    return jax.tree.map(lambda leaf: np.array(leaf, copy=True), state)
+
+
+def state_round_trip(kit: Kit) -> Outcome:
+    """abstract_state_dict matches state_dict; a restored state continues bit for bit (step and optimiser too)."""
+    optimizer = "adam" if not kit.supports(optimizer="adam") else "momentum" if not kit.supports(
+        optimizer="momentum") else "sgd"
+    config = kit.config(model="mlp", num_hiddens=(32,), optimizer=optimizer, lr=0.01)
+    first = kit.trainer(config)
+    abstract = first.abstract_state_dict()
+    train_epochs(first, range(1))
+    state = first.state_dict()
+    if _tree(state) != _tree(abstract):
+        return failed("state_dict() and abstract_state_dict() differ in structure, shapes or dtypes")
+    second = kit.trainer(config)
+    second.set_params(random_canonical(config, seed=9))  # other parameters: the load must replace everything
+    second.load_state_dict(_copy(state))
+    one, two = train_epochs(first, range(1, 2))[0], train_epochs(second, range(1, 2))[0]
+    diff = max_diff(first.get_params(), second.get_params())
+    ok = diff == 0 and (float(one.loss_sum), int(one.correct)) == (float(two.loss_sum), int(two.correct))
+    return expect(ok, f"{optimizer}: max |diff| after one more epoch {diff:.1e}",
+                  f"a restored state ({optimizer}) continues differently (diff {diff:.3g}): load_state_dict must "
+                  "restore the parameters, the optimiser state and the step counter")
+
+
+def mid_epoch_resume(kit: Kit) -> Outcome:
+    """Stopping after a chunk and resuming (state + carried sums) equals a straight epoch."""
+    config = kit.config(model="mlp", num_hiddens=(32,), optimizer="sgd", steps_per_chunk=2)
+    straight = kit.trainer(config)
+    want = train_epochs(straight, range(1))[0]
+    stopped = kit.trainer(config)
+    stopped.start_epoch(0)
+    stopped.train_chunk(0)
+    carried, state = stopped.epoch_sums(), _copy(stopped.state_dict())
+    resumed = kit.trainer(config)
+    resumed.load_state_dict(state)
+    resumed.start_epoch(0, Sums(carried.loss_sum, carried.correct, carried.count))
+    for chunk in range(1, resumed.layout.chunks_per_epoch):
+        resumed.train_chunk(chunk)
+    got = resumed.epoch_sums()
+    diff = max_diff(resumed.get_params(), straight.get_params())
+    ok = diff == 0 and (int(got.count), int(got.correct)) == (int(want.count), int(want.correct)) and \
+        abs(float(got.loss_sum) - float(want.loss_sum)) <= 1e-6 * abs(float(want.loss_sum))
+    return expect(ok, f"max |param diff| {diff:.1e}, count {int(got.count)}",
+                  f"resumed epoch: count {int(got.count)}, correct {int(got.correct)}, diff {diff:.3g}; straight: "
+                  f"{int(want.count)}, {int(want.correct)} (carried sums or the order within the epoch?)")
+
+
+def nonfinite_step(kit: Kit) -> Outcome:
+    """A NaN loss is reported as the run-wide index of its update."""
+    config = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
+    trainer = kit.trainer(config)
+    first = train_epochs(trainer, range(1))[0]
+    if int(first.first_nonfinite_step) != -1:
+        return failed(f"a finite epoch reports first_nonfinite_step {int(first.first_nonfinite_step)} (want -1)")
+    trainer.start_epoch(1)
+    trainer.train_chunk(0)
+    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
+    broken["W2"][0, 0] = np.nan
+    trainer.set_params(broken)
+    trainer.train_chunk(1)
+    want = trainer.layout.steps_per_epoch + trainer.layout.steps_per_chunk
+    got = int(trainer.epoch_sums().first_nonfinite_step)
+    return expect(got == want, f"first_nonfinite_step {got}",
+                  f"first_nonfinite_step {got}, want {want} (0-based, counted from the start of the run)")
+
+
+CASES = (
+    *(_training_case(model, "sgd") for model in ("mlp_scratch", "mlp")),
+    *(_training_case("mlp", optimizer) for optimizer in SUPPORTED if optimizer != "sgd"),
+    Case("state_dict round trip", state_round_trip),
+    Case("mid-epoch resume", mid_epoch_resume),
+    Case("non-finite loss step", nonfinite_step),
+)
