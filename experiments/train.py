@@ -1,47 +1,68 @@
-"""Train one configuration: `python -m experiments.train [--config=FILE] [--flag=value ...]`.
+"""Train one configuration, or a vmapped group of them: `python -m experiments.train [--config=FILE] [--flag=value ...]`.
 
-Writes metrics.jsonl, summary.json, curves.png and TensorBoard events to --workdir.
+Writes metrics.jsonl, summary.json, curves.png, TensorBoard events and checkpoints to --workdir;
+with --vmap, each member writes those to its own sub-directory (`W/lr=0.05/`) and W gets the group's summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
 from absl import flags
 
 from mlp_research import cli
-from mlp_research.jax_backend import distributed
+from mlp_research.errors import ConfigError
+from mlp_research.run import launchers
+from mlp_research.run import members as members_lib
 from mlp_research.run.workdir import check_workdir
 
 cli.define_config_flags()
 flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>). A workdir with a "
                     "checkpoint resumes from it.")
 flags.DEFINE_boolean("restart", False, "Discard the workdir's checkpoints and outputs and start over.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs "
-                    "(or $JAX_COORDINATOR_ADDRESS).")
-flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
-flags.DEFINE_integer("process_id", None, "This process's index (0 writes the outputs).")
+flags.DEFINE_multi_string("vmap", [], "FIELD:V1,V2,... trains these values of FIELD together in one vmapped "
+                          f"program ({', '.join(members_lib.VMAP_FIELDS)}); repeat for a product, e.g. "
+                          "--vmap=lr:0.05,0.1 --vmap=seed:0,1. Each member writes to WORKDIR/FIELD=VALUE/.")
+launchers.define_flags(flags.FLAGS)  # --distributed, --coordinator_address, --num_processes, --process_id
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
     config = cli.config_from_flags()
-    distributed.check_args(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    workdir = check_workdir(
-        FLAGS.workdir or os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    )
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from mlp_research.run.driver import train_and_evaluate  # after flag checks: imports JAX
+    launch = launchers.from_flags(FLAGS)  # a partial launcher environment is refused before any write
+    axes = members_lib.parse_vmap(FLAGS.vmap)
+    if FLAGS.workdir is None:
+        workdir = os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    else:
+        workdir = FLAGS.workdir
+    check_workdir(workdir)
+    members = members_lib.expand(config, axes, workdir)
+    from mlp_research.backends import registry
+    from mlp_research.run import driver  # after the flag checks: imports the backend's framework later
 
-    summary = train_and_evaluate(config, workdir, restart=FLAGS.restart)
-    final = summary["final"]
-    if summary["process_index"] != 0:
+    backend = registry.load(config.backend)
+    if hasattr(backend, "prepare"):
+        backend.prepare(config)
+    if launch.joins:
+        if not hasattr(backend, "join_processes"):
+            raise ConfigError(f"--distributed: this process was started by {launch.describe()}, but the "
+                              f"{backend.name} backend trains in one process; give --distributed=off")
+        launch = backend.join_processes(launch)  # returns the launch completed by the runtime
+    guard = getattr(backend, "guard", contextlib.nullcontext)  # JAX: a lost peer ends a process in one line
+    with guard():
+        summaries = driver.train(members, workdir, axes=members_lib.typed_axes(members, axes),
+                                 restart=FLAGS.restart, backend=backend, launch=launch.to_dict())
+    if summaries[0]["process_index"] != 0:
         return
-    print(
-        f"done: val_acc {final['val_acc']:.4f}  val_loss {final['val_loss']:.4f}  train_loss {final['train_loss']:.4f}  "
-        f"total {summary['total_seconds']:.1f} s  -> {workdir}"
-    )
+    for member, summary in zip(members, summaries):
+        final = summary["final"]
+        name = f" [{member.name}]" if member.name else ""
+        state = "  diverged" if summary["diverged"] else ""
+        print(f"done{name}: val_acc {final['val_acc']:.4f}  val_loss {final['val_loss']:.4f}  "
+              f"train_loss {final['train_loss']:.4f}  total {summary['total_seconds']:.1f} s{state}  "
+              f"-> {member.workdir}")
 
 
 if __name__ == "__main__":

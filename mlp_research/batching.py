@@ -40,9 +40,9 @@ class EpochLayout:
         return min((chunk + 1) * self.steps_per_chunk, self.steps_per_epoch)
 
 
-def make_layout(num_train: int, batch_size: int, steps_per_call: int) -> EpochLayout:
+def make_layout(num_train: int, batch_size: int, steps_per_chunk: int) -> EpochLayout:
     steps = -(-num_train // batch_size)
-    per_chunk = steps if steps_per_call <= 0 else min(steps_per_call, steps)
+    per_chunk = steps if steps_per_chunk <= 0 else min(steps_per_chunk, steps)
     return EpochLayout(num_train, batch_size, per_chunk)
 
 

@@ -4,7 +4,8 @@ Every config field becomes a flag of the same name (`--lr`, `--num_hiddens`,
 ...), defaulting to "not given". A run's config is built in this order, later
 winning: the dataclass defaults, the experiment file (`--config=FILE.py`, with
 `--config.lr=...` overrides from ml_collections), then explicitly given flags.
-Bad flags exit with code 2 and one line naming the flag.
+Bad flags exit with code 2 and one line naming the flag; `--help` lists every
+flag a user sets, grouped, with its type, default and choices.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any, Callable
 from absl import app, flags
 from absl import logging as absl_logging
 
-from mlp_research.config import Config, field_types, flag_help
+from mlp_research.config import GROUPS, Config, field_metadata, field_types
 from mlp_research.errors import ConfigError, UserError
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs", "default.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs",
+                              "default.py")
+TYPE_NAMES = {"str": "STR", "int": "INT", "float": "FLOAT", "bool": "BOOL", "widths": "INT[,INT...]"}
 
 
 def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file: str | None = DEFAULT_CONFIG) -> None:
@@ -30,18 +33,53 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file
         flags.DEFINE_string("config", None, "Experiment file (needs ml_collections, which is not installed).",
                             flag_values=flag_values)
     else:
-        config_flags.DEFINE_config_file(
-            "config", config_file, "Experiment file whose get_config() returns the run's settings.",
-            flag_values=flag_values, lock_config=False,
-        )
-    helps = flag_help()
+        try:  # ml_collections reads --config.FIELD overrides from sys.argv here, at definition
+            config_flags.DEFINE_config_file(
+                "config", config_file, "Experiment file whose get_config() returns the run's settings.",
+                flag_values=flag_values, lock_config=False,
+            )
+        except (KeyError, AttributeError) as e:  # an override of a field the experiment file lacks
+            field = str(e).strip("\"'")
+            _exit_with(f"--config.{field}: unknown config field (known: {', '.join(sorted(field_types()))})")
+        except Exception as e:  # noqa: BLE001 -- an unsupported override type, a broken experiment file, ...
+            _exit_with(f"--config: {_one_line(e)}")
+    meta = field_metadata()
     for name, kind in field_types().items():
-        help_text = helps.get(name, "") + " (default: from --config)"
+        info = meta[name]
+        choices = f"; one of {', '.join(info['choices'])}" if info.get("choices") else ""
+        help_text = f"{info.get('help', '')} [{info['group']}; default {_shown(info['default'])}{choices}]"
         if kind == "bool":
             flags.DEFINE_boolean(name, None, help_text, flag_values=flag_values)
         else:
             # Parsed and validated by Config, so a bad value gets our one-line error and exit code 2.
             flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+
+
+def experiment_config(config: Config) -> Any:
+    """An experiment file's `get_config()` value for `config`: widths as text, so `--config.num_hiddens=512,256`
+    overrides them like any other field."""
+    from ml_collections import ConfigDict
+
+    flat = config.to_flat()
+    flat["num_hiddens"] = ",".join(map(str, flat["num_hiddens"]))
+    return ConfigDict(flat)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}"
+    return text.strip("\"'") or type(error).__name__
+
+
+def _exit_with(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(ConfigError.exit_code)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return repr(value) if value == "" else str(value)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
@@ -69,6 +107,38 @@ def _plain(config_dict: Any) -> dict[str, Any]:
     return dict(config_dict)
 
 
+def help_text(main_module: Any) -> str:
+    """The entry point's docstring, every config flag by group (type, default, choices), then its own flags."""
+    meta, kinds = field_metadata(), field_types()
+    lines = [(main_module.__doc__ or "").strip()]
+    configurable = "lr" in flags.FLAGS
+    if configurable:
+        lines += ["", "Settings resolve in this order, later winning: the defaults below (experiments/configs/"
+                  "default.py), --config=FILE, --config.FIELD=VALUE, then --FIELD=VALUE."]
+    for group in GROUPS if configurable else ():
+        lines += ["", f"{group}:"]
+        for name, info in meta.items():
+            if info["group"] != group:
+                continue
+            choices = f" (one of: {', '.join(info['choices'])})" if info.get("choices") else ""
+            lines.append(f"  --{name}={TYPE_NAMES[kinds[name]]}  default {_shown(info['default'])}{choices}")
+            lines.append(f"      {info.get('help', '')}")
+    own = [f for f in flags.FLAGS.get_key_flags_for_module(main_module) if f.name not in meta]
+    if configurable:
+        own.insert(0, flags.FLAGS["config"])
+    if own:
+        spec = getattr(main_module, "__spec__", None)
+        lines += ["", f"{getattr(spec, 'name', main_module.__name__)}:"]
+        for flag in own:
+            default = "" if flag.default is None or flag.default == [] else f"  default {_shown(flag.default)}"
+            if flag.name == "config":
+                default = f"  default {os.path.relpath(DEFAULT_CONFIG)}"
+            lines.append(f"  --{flag.name}{default}")
+            lines.append(f"      {flag.help}")
+    lines += ["", "--helpfull lists absl's own flags too."]
+    return "\n".join(lines) + "\n"
+
+
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
     """absl's parser, but a bad flag prints one line and exits with code 2."""
     try:
@@ -78,23 +148,50 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
     except Exception as e:  # noqa: BLE001 -- ml_collections runs the --config file while parsing
         message = f"--config: cannot load it: {type(e).__name__}: {e}"
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    one_line = lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}"
-    print(f"error: {one_line}", file=sys.stderr)
-    sys.exit(ConfigError.exit_code)
+    _exit_with(lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}")
 
 
-def run(main: Callable[[list[str]], Any]) -> None:
-    """`app.run(main)` with `UserError` turned into a one-line message and its exit code."""
+def run(main: Callable[[list[str]], Any], positional: bool = False) -> None:
+    """`app.run(main)` with `--help` grouped, `UserError` as one line and its exit code, and a quick exit.
+
+    When `main` is done the process leaves at once (`exit_now`): every output is
+    written and closed by then, and the interpreter's teardown (seconds with JAX
+    and TensorFlow loaded) would be a window in which a signal kills the process
+    with its default action.
+    """
+    if any(arg in ("--help", "-h", "-?", "--helpshort") for arg in sys.argv[1:]):
+        sys.stdout.write(help_text(sys.modules["__main__"]))
+        sys.exit(0)
 
     def wrapped(argv: list[str]) -> Any:
         if not flags.FLAGS["verbosity"].present:  # keep the terminal to our progress lines
             absl_logging.set_verbosity(absl_logging.WARNING)
+        code = 0
         try:
-            if len(argv) > 1:  # absl leaves non-flag words here; no entry point takes any
+            if len(argv) > 1 and not positional:  # absl leaves non-flag words here
                 raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
-            return main(argv)
+            main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(e.exit_code)
+            code = e.exit_code
+        exit_now(code)
 
     app.run(wrapped, flags_parser=parse_flags_or_exit)
+
+
+def exit_now(code: int) -> None:
+    """Flush, run the exit hooks (e.g. the multi-process shutdown barrier), and leave without the teardown."""
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

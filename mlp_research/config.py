@@ -4,19 +4,24 @@
 run settings. Users see one flat namespace (`--lr`, `--num_hiddens`, or
 `config.lr` in an experiment file); `Config.from_flat` maps it onto the nested
 dataclasses and validates it, raising `ConfigError` (exit code 2) with the
-offending flag named, before any data is touched.
+offending flag named, before any data is touched. Each field's type comes
+from its annotation (`typing.get_type_hints`), its help, group and choices from
+its metadata: the command line, `--help` and the checks all read them here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
+import typing
 from typing import Any, Mapping
 
 from mlp_research.errors import ConfigError
+from mlp_research.optimizers import SUPPORTED as OPTIMIZERS
 from mlp_research.spec import ModelSpec, parse_widths
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "lamb")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DATASETS = ("fashion_mnist", "synthetic")
 DATA_SOURCES = ("auto", "idx", "tfds")
@@ -24,12 +29,18 @@ PARALLEL_MODES = ("auto", "none", "pmap", "sharded")
 MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16")
 # Sizes of Fashion-MNIST's splits, known without loading it (for flag checks).
 FASHION_MNIST_SIZES = {"train": 60_000, "test": 10_000}
+MAX_SYNTHETIC = 1_000_000  # synthetic examples per split (about 3 GB while generating)
+MAX_SEED = (1 << 31) - 1  # every framework's seed type holds it
 DATA_DIR_ENV = "MLP_RESEARCH_DATA_DIR"
 COMPILATION_CACHE_ENV = "MLP_RESEARCH_COMPILATION_CACHE"
+# Flag groups, in the order `--help` lists them.
+GROUPS = ("model", "optimisation", "data", "run", "checkpoints", "parallel")
+# Names older releases stored in checkpoints and summaries, and the field each became.
+LEGACY_NAMES = {"steps_per_call": "steps_per_chunk"}
 
 
-def _field(default: Any, help: str, **kwargs: Any) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+def _field(default: Any, group: str, help: str, choices: tuple[str, ...] = ()) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,54 +48,53 @@ class Config:
     """One run: model, data, optimisation and execution settings."""
 
     model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
-    backend: str = _field("jax", "Framework that trains the model (jax; plugins add more).")
-    # Optimisation.
-    optimizer: str = _field("sgd", f"optax optimiser by name: {', '.join(OPTIMIZERS)}.")
-    lr: float = _field(0.1, "Learning rate (peak rate for schedules).")
-    momentum: float = _field(0.9, "Momentum for momentum/nesterov/rmsprop.")
-    weight_decay: float = _field(0.0, "Decoupled weight decay (adamw/lamb) or L2 added to gradients (others).")
-    schedule: str = _field("constant", f"Learning-rate schedule: {', '.join(SCHEDULES)}.")
-    warmup_epochs: float = _field(0.0, "Warm-up length for warmup_cosine, in epochs.")
-    max_epochs: int = _field(10, "Number of passes over the training set.")
-    batch_size: int = _field(256, "Global minibatch size.")
-    eval_batch_size: int = _field(2048, "Batch size for evaluation (does not change results).")
-    seed: int = _field(0, "Seed for initialisation and the per-epoch shuffle.")
-    # Data.
-    dataset: str = _field("fashion_mnist", f"Dataset: {', '.join(DATASETS)}.")
-    data_source: str = _field(
-        "auto", "Where Fashion-MNIST comes from: idx (the four original files), tfds, or auto (idx if present)."
-    )
-    data_dir: str = _field("", f"Directory with the IDX files or a tfds data dir (default: ${DATA_DIR_ENV}).")
-    val_fraction: float = _field(
-        0.0, "Fraction of the training set held out for validation; 0 evaluates the test split each epoch (as d2l)."
-    )
-    test_at_end: bool = _field(False, "With val_fraction > 0, also evaluate the test split once at the end.")
-    synthetic_train_size: int = _field(60_000, "Training examples of --dataset=synthetic.")
-    synthetic_test_size: int = _field(10_000, "Test examples of --dataset=synthetic.")
-    # Execution.
-    steps_per_call: int = _field(0, "Training steps per compiled call; 0 runs a whole epoch per call.")
-    parallel: str = _field("auto", f"Data parallelism: {', '.join(PARALLEL_MODES)}.")
-    progress: bool = _field(True, "Print a progress line per epoch.")
+    backend: str = _field("jax", "run", "Framework that trains the model (jax; plugins add more: "
+                          "python -m experiments.backends lists them).")
+    optimizer: str = _field("sgd", "optimisation", "Optimiser (optax's update rules in every backend).", OPTIMIZERS)
+    lr: float = _field(0.1, "optimisation", "Learning rate (the peak rate of a schedule).")
+    momentum: float = _field(0.9, "optimisation", "Momentum of momentum, nesterov and rmsprop.")
+    weight_decay: float = _field(0.0, "optimisation", "Decoupled weight decay (adamw, lamb) or L2 added to the "
+                                 "gradient (the others).")
+    schedule: str = _field("constant", "optimisation", "Learning-rate schedule.", SCHEDULES)
+    warmup_epochs: float = _field(0.0, "optimisation", "Warm-up length of warmup_cosine, in epochs.")
+    max_epochs: int = _field(10, "optimisation", "Passes over the training set.")
+    batch_size: int = _field(256, "optimisation", "Global minibatch size.")
+    seed: int = _field(0, "optimisation", f"Seed of the initialisation and the per-epoch shuffle (0..{MAX_SEED}).")
+    dataset: str = _field("fashion_mnist", "data", "Dataset (synthetic: deterministic data of the same shape).",
+                          DATASETS)
+    data_source: str = _field("auto", "data", "Where Fashion-MNIST comes from: idx (the four original files), "
+                              "tfds, or auto (idx when --data_dir holds them).", DATA_SOURCES)
+    data_dir: str = _field("", "data", f"Directory with the IDX files or a tfds data dir (default: ${DATA_DIR_ENV}).")
+    val_fraction: float = _field(0.0, "data", "Fraction of the training set held out for validation (a fixed "
+                                 "split); 0 evaluates the test split each epoch, as d2l does.")
+    test_at_end: bool = _field(False, "data", "With --val_fraction > 0, also evaluate the test split once at the end.")
+    train_subset: int = _field(0, "data", "Train on a fixed random subset of this many training examples "
+                               "(the same for every seed; 0: all).")
+    synthetic_train_size: int = _field(60_000, "data", "Training examples of --dataset=synthetic.")
+    synthetic_test_size: int = _field(10_000, "data", "Test examples of --dataset=synthetic.")
+    eval_batch_size: int = _field(2048, "run", "Batch size of evaluation (does not change results).")
+    steps_per_chunk: int = _field(0, "run", "Training steps per chunk, the steps one backend call trains; a "
+                                  "stop request takes effect between chunks (0: a whole epoch).")
+    progress: bool = _field(True, "run", "Print a line per epoch.")
+    vmap_batched: bool = _field(False, "run", "Train a --vmap group with batched kernels (jax.vmap): faster on "
+                                "accelerators, equal to single runs only to float rounding; default: members one "
+                                "after another in one compiled program, bit-identical to single runs.")
     matmul_precision: str = _field(
-        "default",
-        "Matmul precision (JAX backend): default (the platform's: TF32 on recent NVIDIA GPUs, float32 on CPU), "
-        "float32 (full precision everywhere), tensorfloat32 (GPU/TPU; CPU computes float32), or bfloat16 "
-        "(operands rounded to bfloat16, float32 accumulation, on every platform).",
-    )
-    compilation_cache_dir: str = _field(
-        "", f"JAX's persistent compilation cache: a later run with the same program skips XLA compilation "
-        f"(default: ${COMPILATION_CACHE_ENV}; empty: off)."
-    )
-    # Checkpoints.
-    checkpoint_every_epochs: int = _field(1, "Save a checkpoint every N epochs (0: only at the end).")
-    checkpoint_every_steps: int = _field(
-        0, "Also save every N steps, at the first compiled-call boundary after it (see --steps_per_call); 0: off."
-    )
-    keep_checkpoints: int = _field(3, "How many recent checkpoints to keep (0: all).")
-    checkpoint_min_seconds: float = _field(
-        10.0, "Skip a periodic save when the last one is younger than this; the final save and a save on "
-        "SIGTERM/SIGINT always happen (0: save at every due epoch/step)."
-    )
+        "default", "run", "Matmul precision (JAX backend): default (the platform's: TF32 on recent NVIDIA GPUs), "
+        "float32, tensorfloat32 (GPU/TPU; CPUs compute float32), or bfloat16 (operands rounded to bfloat16, float32 "
+        "accumulation).", MATMUL_PRECISIONS)
+    compilation_cache_dir: str = _field("", "run", "JAX's persistent compilation cache: a later run of the same "
+                                        f"program skips XLA compilation (default: ${COMPILATION_CACHE_ENV}; empty: off).")
+    checkpoint_every_epochs: int = _field(1, "checkpoints", "Save a checkpoint every N epochs (0: only at the end).")
+    checkpoint_every_steps: int = _field(0, "checkpoints", "Also save every N steps, at the first chunk boundary "
+                                         "after it (see --steps_per_chunk); 0: off.")
+    keep_checkpoints: int = _field(3, "checkpoints", "How many recent checkpoints to keep (0: all).")
+    keep_best: bool = _field(False, "checkpoints", "Also keep the checkpoint with the best val_acc "
+                             "(evaluate it with --checkpoint=best).")
+    checkpoint_min_seconds: float = _field(10.0, "checkpoints", "Skip a periodic save while the last one is "
+                                           "younger than this; final and stop saves always happen (0: every due save).")
+    parallel: str = _field("auto", "parallel", "Data parallelism: none (one device), pmap, sharded (jit over a "
+                           "mesh, spans processes), auto (none on one device, else sharded).", PARALLEL_MODES)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,48 +103,15 @@ class Config:
     def validate(self) -> None:
         """Raise `ConfigError` naming the first invalid flag."""
         self.model.validate()
-
-        def check(ok: bool, flag: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"--{flag}: {message}")
-
-        check(self.backend != "", "backend", "must name a backend")
-        check(self.optimizer in OPTIMIZERS, "optimizer", f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        check(self.schedule in SCHEDULES, "schedule", f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        check(self.max_epochs >= 1, "max_epochs", f"must be >= 1, got {self.max_epochs}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
-        check(self.dataset in DATASETS, "dataset", f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        check(self.data_source in DATA_SOURCES, "data_source", f"unknown source {self.data_source!r}; choose one of {', '.join(DATA_SOURCES)}")
-        check(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
-        check(self.synthetic_train_size >= 1, "synthetic_train_size", "must be >= 1")
-        check(self.synthetic_test_size >= 1, "synthetic_test_size", "must be >= 1")
-        check(self.steps_per_call >= 0, "steps_per_call", f"must be >= 0, got {self.steps_per_call}")
-        check(self.matmul_precision in MATMUL_PRECISIONS, "matmul_precision",
-              f"unknown precision {self.matmul_precision!r}; choose one of {', '.join(MATMUL_PRECISIONS)}")
-        check(self.parallel in PARALLEL_MODES, "parallel", f"unknown mode {self.parallel!r}; choose one of {', '.join(PARALLEL_MODES)}")
-        check(self.checkpoint_every_epochs >= 0, "checkpoint_every_epochs", "must be >= 0")
-        check(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
-        check(self.keep_checkpoints >= 0, "keep_checkpoints", "must be >= 0")
-        check(self.checkpoint_min_seconds >= 0, "checkpoint_min_seconds", "must be >= 0")
-        n_train = self.num_train_examples()
-        check(n_train >= 1, "val_fraction", f"leaves no training examples (val_fraction={self.val_fraction})")
-        check(
-            self.batch_size <= n_train,
-            "batch_size",
-            f"{self.batch_size} is larger than the training set ({n_train} examples)",
-        )
-        if self.model.num_inputs != 784 or self.model.num_outputs != 10:
-            raise ConfigError("--num_inputs/--num_outputs: Fashion-MNIST needs 784 inputs and 10 outputs")
+        _check_choices(self)
+        _check_numbers(self)
+        _check_sizes(self)
 
     def num_train_examples(self) -> int:
-        """Training examples after the validation hold-out, known before loading."""
+        """Training examples after the validation hold-out and the subset, known before loading."""
         total = FASHION_MNIST_SIZES["train"] if self.dataset == "fashion_mnist" else self.synthetic_train_size
-        return total - validation_size(total, self.val_fraction)
+        left = total - validation_size(total, self.val_fraction)
+        return min(left, self.train_subset) if self.train_subset else left
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or os.environ.get(DATA_DIR_ENV, "")
@@ -154,15 +131,16 @@ class Config:
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any]) -> "Config":
-        """Build and validate from flat names; unknown names are an error."""
-        model_names = {f.name for f in dataclasses.fields(ModelSpec)}
-        run_names = {f.name for f in dataclasses.fields(cls)} - {"model"}
-        unknown = sorted(set(values) - model_names - run_names)
+        """Build and validate from flat names; unknown names are an error (old stored names are renamed)."""
+        values = {LEGACY_NAMES.get(k, k): v for k, v in values.items()}
+        kinds = field_types()
+        unknown = sorted(set(values) - set(kinds))
         if unknown:
-            raise ConfigError(f"--{unknown[0]}: unknown config field (known: {', '.join(sorted(model_names | run_names))})")
-        model_kwargs = {k: _coerce(k, v) for k, v in values.items() if k in model_names}
-        run_kwargs = {k: _coerce(k, v) for k, v in values.items() if k in run_names}
-        return cls(model=ModelSpec(**model_kwargs), **run_kwargs)
+            raise ConfigError(f"--{unknown[0]}: unknown config field (known: {', '.join(sorted(kinds))})")
+        model_names = {f.name for f in dataclasses.fields(ModelSpec)}
+        coerced = {k: _coerce(k, kinds[k], v) for k, v in values.items()}
+        model = ModelSpec(**{k: v for k, v in coerced.items() if k in model_names})
+        return cls(model=model, **{k: v for k, v in coerced.items() if k not in model_names})
 
     def replace(self, **flat: Any) -> "Config":
         """A copy with some flat fields changed (validated)."""
@@ -173,51 +151,105 @@ def validation_size(total: int, val_fraction: float) -> int:
     return int(round(total * val_fraction))
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Check a value against its field's annotated type (ints stay ints)."""
-    kind = field_types()[name]
+def _check(ok: bool, flag: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"--{flag}: {message}")
+
+
+def _check_choices(c: Config) -> None:
+    _check(c.backend != "", "backend", "must name a backend")
+    for f in dataclasses.fields(Config):
+        choices = f.metadata.get("choices") if f.metadata else None
+        if choices and getattr(c, f.name) not in choices:
+            _check(False, f.name, f"unknown value {getattr(c, f.name)!r}; choose one of {', '.join(choices)}")
+
+
+def _check_numbers(c: Config) -> None:
+    for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "checkpoint_min_seconds", "val_fraction"):
+        _check(math.isfinite(getattr(c, name)), name, f"must be a finite number, got {getattr(c, name)}")
+    _check(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
+    _check(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
+    _check(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
+    _check(c.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {c.warmup_epochs}")
+    _check(0 <= c.seed <= MAX_SEED, "seed", f"must be in 0..{MAX_SEED}, got {c.seed}")
+    for name in ("max_epochs", "batch_size", "eval_batch_size"):
+        _check(getattr(c, name) >= 1, name, f"must be >= 1, got {getattr(c, name)}")
+    for name in ("steps_per_chunk", "checkpoint_every_epochs", "checkpoint_every_steps", "keep_checkpoints",
+                 "checkpoint_min_seconds", "train_subset"):
+        _check(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
+
+
+def _check_sizes(c: Config) -> None:
+    for name in ("synthetic_train_size", "synthetic_test_size"):
+        _check(1 <= getattr(c, name) <= MAX_SYNTHETIC, name, f"must be in 1..{MAX_SYNTHETIC:,}, got {getattr(c, name)}")
+    _check(0 <= c.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {c.val_fraction}")
+    total = FASHION_MNIST_SIZES["train"] if c.dataset == "fashion_mnist" else c.synthetic_train_size
+    held_out = validation_size(total, c.val_fraction)
+    _check(c.val_fraction == 0 or held_out >= 1, "val_fraction",
+           f"{c.val_fraction} of {total:,} training examples holds out none; use 0 to evaluate the test split")
+    _check(total - held_out >= 1, "val_fraction", f"leaves no training examples (val_fraction={c.val_fraction})")
+    n_train = c.num_train_examples()
+    _check(c.batch_size <= n_train, "batch_size", f"{c.batch_size} is larger than the training set ({n_train} examples)")
+    if c.model.num_inputs != 784 or c.model.num_outputs != 10:
+        raise ConfigError("--num_inputs/--num_outputs: Fashion-MNIST needs 784 inputs and 10 outputs")
+
+
+# ------------------------------------------------------------------ field types
+KINDS = {str: "str", int: "int", float: "float", bool: "bool", tuple[int, ...]: "widths"}
+
+
+@functools.cache
+def field_types() -> dict[str, str]:
+    """Flat field name -> 'str' | 'int' | 'float' | 'bool' | 'widths', from the annotations.
+
+    An annotation outside `KINDS` is a programming error, raised at once (a
+    field the command line could not parse must not pass silently).
+    """
+    kinds = {}
+    for cls in (ModelSpec, Config):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if cls is Config and f.name == "model":
+                continue
+            if hints[f.name] not in KINDS:
+                raise TypeError(f"{cls.__name__}.{f.name}: no parser for type {hints[f.name]!r}")
+            kinds[f.name] = KINDS[hints[f.name]]
+    return kinds
+
+
+def field_metadata() -> dict[str, dict[str, Any]]:
+    """Flat field name -> {"help", "group", "choices", "default"}: what `--help` shows."""
+    defaults = Config().to_flat()
+    out = {}
+    for cls in (ModelSpec, Config):
+        for f in dataclasses.fields(cls):
+            if cls is Config and f.name == "model":
+                continue
+            out[f.name] = {**dict(f.metadata), "default": defaults[f.name]}
+    return out
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    """Check a value against its field's type (ints stay ints, whole floats become ints, bools are words)."""
     if kind == "widths":
         return parse_widths(value)
     try:
         if kind == "bool":
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
                 return value.lower() in ("true", "1")
-            return bool(value)
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError(value)
         if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
-        if kind == "str":
-            return str(value)
-    except (TypeError, ValueError):
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"--{name}: expected {kind}, got {value!r}") from None
-    return value
-
-
-def flag_help() -> dict[str, str]:
-    """Help text for every flat field, for the absl flag definitions."""
-    helps = {
-        "model": "Model: mlp_scratch (hand-written parameters) or mlp (concise Flax layers).",
-        "num_inputs": "Input features (784 for Fashion-MNIST).",
-        "num_hiddens": "Hidden layer widths, e.g. 256 or 512,256.",
-        "num_outputs": "Classes (10 for Fashion-MNIST).",
-        "activation": "Hidden activation: relu, sigmoid, tanh, gelu, silu, leaky_relu, elu, softplus, identity.",
-        "init": "Weight init: default, normal (uses --sigma), xavier, xavier_normal, he, he_uniform, lecun, zeros.",
-        "sigma": "Standard deviation of the normal init (the scratch model's default init).",
-    }
-    for f in dataclasses.fields(Config):
-        if f.name != "model":
-            helps[f.name] = f.metadata.get("help", "")
-    return helps
-
-
-def field_types() -> dict[str, str]:
-    """Flat field name -> 'str' | 'int' | 'float' | 'bool' | 'widths'."""
-    types = {f.name: f.type for f in dataclasses.fields(ModelSpec)}
-    types.update({f.name: f.type for f in dataclasses.fields(Config) if f.name != "model"})
-    types["num_hiddens"] = "widths"
-    return types

@@ -48,7 +48,10 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     extension those writers look at (".png", ".npz").
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=directory)
+    except OSError as e:
+        raise storage_error(path, e) from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files

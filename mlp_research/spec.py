@@ -9,7 +9,8 @@ export and every backend can load, so parameters move between frameworks.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 from mlp_research.errors import ConfigError
 
@@ -18,19 +19,28 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu", "
 # "default" is each model's own initialisation as in the book: N(0, sigma) for
 # the scratch model, the framework's default (LeCun normal in Flax) for `mlp`.
 INITS = ("default", "normal", "xavier", "xavier_normal", "he", "he_uniform", "lecun", "zeros")
+# Bounds that keep every framework's indexing and memory sane; checked before anything is loaded.
+MAX_WIDTH = 1 << 20
+MAX_PARAMS = (1 << 31) - 1
+
+
+def _field(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
+    """A spec field with its flag help and allowed values (the command line and --help read them)."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": "model", "choices": tuple(choices)})
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A multilayer perceptron: `num_inputs -> num_hiddens... -> num_outputs`."""
 
-    model: str = "mlp_scratch"
-    num_inputs: int = 784
-    num_hiddens: tuple[int, ...] = (256,)
-    num_outputs: int = 10
-    activation: str = "relu"
-    init: str = "default"
-    sigma: float = 0.01
+    model: str = _field("mlp_scratch", "mlp_scratch (hand-written parameters) or mlp (concise framework layers).",
+                        MODELS)
+    num_inputs: int = _field(784, "Input features (784 for Fashion-MNIST).")
+    num_hiddens: tuple[int, ...] = _field((256,), "Hidden layer widths, e.g. 256 or 512,256.")
+    num_outputs: int = _field(10, "Classes (10 for Fashion-MNIST).")
+    activation: str = _field("relu", "Activation between layers.", ACTIVATIONS)
+    init: str = _field("default", "Weight initialisation (default: the model's own; normal uses --sigma).", INITS)
+    sigma: float = _field(0.01, "Standard deviation of the normal init (the scratch model's default).")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_hiddens", tuple(int(h) for h in self.num_hiddens))
@@ -46,12 +56,17 @@ class ModelSpec:
             )
         if self.init not in INITS:
             raise ConfigError(f"--init: unknown initialisation {self.init!r}; choose one of {', '.join(INITS)}")
-        if any(h < 1 for h in self.num_hiddens):
-            raise ConfigError(f"--num_hiddens: every layer width must be >= 1, got {list(self.num_hiddens)}")
+        if not self.num_hiddens:
+            raise ConfigError("--num_hiddens: at least one hidden layer is required")
+        if any(not 1 <= h <= MAX_WIDTH for h in self.num_hiddens):
+            raise ConfigError(f"--num_hiddens: every layer width must be in 1..{MAX_WIDTH:,}, got {list(self.num_hiddens)}")
         if self.num_inputs < 1 or self.num_outputs < 1:
             raise ConfigError("--num_inputs/--num_outputs must be >= 1")
-        if not self.sigma > 0 and self.uses_sigma:
-            raise ConfigError(f"--sigma: must be > 0, got {self.sigma}")
+        if self.num_params() > MAX_PARAMS:
+            raise ConfigError(f"--num_hiddens: {list(self.num_hiddens)} gives {self.num_params():,} parameters, "
+                              f"more than the {MAX_PARAMS:,} any backend can index")
+        if not math.isfinite(self.sigma) or (not self.sigma > 0 and self.uses_sigma):
+            raise ConfigError(f"--sigma: must be a finite number > 0, got {self.sigma}")
 
     @property
     def uses_sigma(self) -> bool:
@@ -97,18 +112,25 @@ class ModelSpec:
         return 4 * sum(macs) + 2 * sum(macs[1:])
 
 
-def parse_widths(value: str | int | Sequence[int]) -> tuple[int, ...]:
-    """Parse `--num_hiddens`: `256`, `"512,256"` or a sequence of ints."""
-    if isinstance(value, int):
-        return (value,)
+def parse_widths(value: Any) -> tuple[int, ...]:
+    """Parse `--num_hiddens`: `256`, `"512,256"` or a sequence of whole numbers; anything else is refused."""
     if isinstance(value, str):
-        parts = [p.strip() for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
-        try:
-            widths = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ConfigError(f"--num_hiddens: expected comma-separated integers like 512,256, got {value!r}") from None
-    else:
-        widths = tuple(int(v) for v in value)
+        parts = [p.strip() for p in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")]
+        if parts and parts[-1] == "" and len(parts) > 1:  # a trailing comma, as in "(256,)"
+            parts = parts[:-1]
+        if not parts or any(not p.lstrip("+").isdigit() for p in parts):
+            raise ConfigError(f"--num_hiddens: expected comma-separated whole numbers like 512,256, got {value!r}")
+        return tuple(int(p) for p in parts)
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    widths = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+            raise ConfigError(f"--num_hiddens: expected whole numbers, got {value!r}")
+        if isinstance(item, float) and not item.is_integer():
+            raise ConfigError(f"--num_hiddens: widths are whole numbers, got {item!r}")
+        if isinstance(item, str) and not item.strip().lstrip("+").isdigit():
+            raise ConfigError(f"--num_hiddens: expected whole numbers, got {value!r}")
+        widths.append(int(item))
     if not widths:
         raise ConfigError("--num_hiddens: at least one hidden layer is required")
-    return widths
+    return tuple(widths)

@@ -75,21 +75,21 @@ def start_and_interrupt(workdir: Path, args: list[str], after_line: str, sig: in
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted 4-epoch synthetic run, chunked so that stops can fall mid-epoch."""
     workdir = tmp_path_factory.mktemp("reference")
-    run(workdir, *SYNTHETIC, "--max_epochs=4", "--steps_per_call=10")
+    run(workdir, *SYNTHETIC, "--max_epochs=4", "--steps_per_chunk=10")
     return workdir
 
 
 def test_clean_stop_then_more_epochs_equals_uninterrupted(tmp_path, reference):
-    run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_call=10")
+    run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_chunk=10")
     assert len(rows(tmp_path)) == 2
-    done = run(tmp_path, *SYNTHETIC, "--max_epochs=4", "--steps_per_call=10")
+    done = run(tmp_path, *SYNTHETIC, "--max_epochs=4", "--steps_per_chunk=10")
     assert "resuming from" in done.stdout
     assert rows(tmp_path) == rows(reference)
     ours, theirs = load_export(tmp_path), load_export(reference)
     for name in theirs:
         np.testing.assert_array_equal(ours[name], theirs[name])  # bit-identical parameters
     # Rerunning a finished run trains nothing and keeps the rows.
-    done = run(tmp_path, *SYNTHETIC, "--max_epochs=4", "--steps_per_call=10")
+    done = run(tmp_path, *SYNTHETIC, "--max_epochs=4", "--steps_per_chunk=10")
     assert "already trained 4 epochs" in done.stdout
     assert rows(tmp_path) == rows(reference)
 
@@ -102,7 +102,7 @@ def load_export(workdir: Path) -> dict[str, np.ndarray]:
 
 
 def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path, reference):
-    args = [*SYNTHETIC, "--max_epochs=4", "--steps_per_call=10", "--checkpoint_every_epochs=1"]
+    args = [*SYNTHETIC, "--max_epochs=4", "--steps_per_chunk=10", "--checkpoint_every_epochs=1"]
     code = start_and_interrupt(tmp_path, args, "epoch   2/4", signal.SIGTERM)
     assert code == PreemptedError.exit_code
     assert len(rows(tmp_path)) in (2, 3)
@@ -112,7 +112,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(tmp_path, reference):
 
 def test_kill_9_at_random_moments_including_saves_always_resumes(tmp_path, reference):
     """Frequent saves (every 10 steps) make a kill during an asynchronous save likely."""
-    args = [*SYNTHETIC, "--max_epochs=4", "--steps_per_call=10", "--checkpoint_every_steps=10",
+    args = [*SYNTHETIC, "--max_epochs=4", "--steps_per_chunk=10", "--checkpoint_every_steps=10",
             "--keep_checkpoints=2"]
     rng = random.Random(7)
     for trial in range(3):
@@ -126,11 +126,11 @@ def test_kill_9_at_random_moments_including_saves_always_resumes(tmp_path, refer
 
 
 def test_unfinished_save_is_ignored_and_cleaned(tmp_path, reference):
-    run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_call=10")
+    run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_chunk=10")
     fake = tmp_path / "checkpoints" / "9999.orbax-checkpoint-tmp-1234"
     fake.mkdir()
     (fake / "state").mkdir()
-    run(tmp_path, *SYNTHETIC, "--max_epochs=4", "--steps_per_call=10")
+    run(tmp_path, *SYNTHETIC, "--max_epochs=4", "--steps_per_chunk=10")
     assert not fake.exists()
     assert rows(tmp_path) == rows(reference)
 
@@ -225,7 +225,7 @@ def test_real_data_stops_after_epoch_two_resume_to_the_same_rows(tmp_path, data_
 
 
 def test_second_ctrl_c_exits_at_once_and_the_run_still_resumes(tmp_path):
-    args = [*SYNTHETIC, "--max_epochs=30", "--steps_per_call=10"]
+    args = [*SYNTHETIC, "--max_epochs=30", "--steps_per_chunk=10"]
     proc = subprocess.Popen(train_cmd(tmp_path, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -241,7 +241,7 @@ def test_second_ctrl_c_exits_at_once_and_the_run_still_resumes(tmp_path):
             proc.wait()
     # Killed by the second SIGINT (default handler), or, if the first was handled at once, the clean exit.
     assert proc.returncode in (-signal.SIGINT, PreemptedError.exit_code)
-    done = run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_call=10")
+    done = run(tmp_path, *SYNTHETIC, "--max_epochs=2", "--steps_per_chunk=10")
     assert "resuming from" in done.stdout
     assert [r["epoch"] for r in rows(tmp_path)] == [1, 2]
 

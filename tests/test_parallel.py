@@ -52,7 +52,7 @@ def test_pmap_and_sharded_match_one_device(n):
 
 
 def test_short_last_batch_and_chunks_under_pmap():
-    result = compare(4, {**SMALL, "synthetic_train_size": 1000, "batch_size": 96, "steps_per_call": 4,
+    result = compare(4, {**SMALL, "synthetic_train_size": 1000, "batch_size": 96, "steps_per_chunk": 4,
                          "optimizer": "momentum", "lr": 0.05})
     for mode in ("pmap", "sharded"):
         assert result[mode]["max_param_diff"] < 1e-5

@@ -107,11 +107,10 @@ hits = []
 jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
 from experiments import train
 from mlp_research import cli
+import atexit
+atexit.register(lambda: print(json.dumps({"cache_hits": len(hits)})))  # cli.run leaves through the exit hooks
 sys.argv = ["train", *sys.argv[1:]]
-try:
-    cli.run(train.main)
-finally:
-    print(json.dumps({"cache_hits": len(hits)}))
+cli.run(train.main)
 """
 
 
@@ -171,7 +170,7 @@ def test_next_epoch_order_is_prefetched_and_never_used_for_another_epoch():
     from mlp_research.batching import epoch_order
     from mlp_research.data import load_splits
 
-    config = tiny_config(steps_per_call=5)  # 1000 examples, batch 64: 16 steps in chunks of 5, 5, 5, 1
+    config = tiny_config(steps_per_chunk=5)  # 1000 examples, batch 64: 16 steps in chunks of 5, 5, 5, 1
     trainer = JaxBackend().trainer(config, load_splits(config))
     layout = trainer.layout
     trainer.start_epoch(0)

@@ -19,7 +19,7 @@ from mlp_research.data import load_splits
 from mlp_research.errors import NonFiniteLossError
 from mlp_research.jax_backend.models import build_model, to_canonical
 from mlp_research.run import metrics as metrics_lib
-from mlp_research.jax_backend import step as step_lib
+from mlp_research import batching
 from mlp_research.run.driver import train_and_evaluate
 
 
@@ -64,7 +64,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
 def test_chunked_epoch_equals_whole_epoch(tmp_path, model):
     """Several compiled calls per epoch (with padding steps) compute the same training."""
     whole = train_and_evaluate(tiny_config(model=model), str(tmp_path / "whole"))
-    chunked = train_and_evaluate(tiny_config(model=model, steps_per_call=5), str(tmp_path / "chunked"))
+    chunked = train_and_evaluate(tiny_config(model=model, steps_per_chunk=5), str(tmp_path / "chunked"))
     for name in whole["params"]:
         np.testing.assert_allclose(whole["params"][name], chunked["params"][name], atol=1e-6)
     a, b = rows_without_time(tmp_path / "whole"), rows_without_time(tmp_path / "chunked")
@@ -99,10 +99,10 @@ def test_matches_plain_python_loop(tmp_path, optimizer):
         updates, s = tx.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
-    layout = step_lib.make_layout(len(splits.train), config.batch_size, 0)
+    layout = batching.make_layout(len(splits.train), config.batch_size, 0)
     x_all, y_all = splits.train.images, splits.train.labels
     for epoch in range(config.max_epochs):
-        order = step_lib.epoch_order(config.seed, epoch, layout)[: layout.num_train]
+        order = batching.epoch_order(config.seed, epoch, layout)[: layout.num_train]
         loss_sum = 0.0
         for start in range(0, layout.num_train, config.batch_size):
             idx = order[start : start + config.batch_size]

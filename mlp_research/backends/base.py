@@ -124,7 +124,8 @@ class Trainer(Protocol):
         """Load canonical parameters (the optimiser state is left as it is)."""
 
     # Optional: `logits(images) -> np.ndarray` with the current parameters (the kit's parity checks use it
-    # when present, and skip them otherwise).
+    # when present, and compare `evaluate` sums otherwise); `compile()`: ahead-of-time compilation, which the
+    # driver calls before the first epoch so that epoch times exclude it (add its time to `compile_seconds`).
 
 
 class GroupTrainer(Protocol):
@@ -231,21 +232,3 @@ def agree(backend: Any, stop: bool, save_due: bool) -> tuple[bool, bool]:
         return backend.agree(stop, save_due)
     return stop, save_due
 
-
-def check_single_device(config: Config, backend: str, optimizers: Sequence[str]) -> None:
-    """TEMPORARY during the restructuring: the old one-device check."""
-    if config.parallel not in ("auto", "none"):
-        raise ConfigError(
-            f"--parallel: the {backend} backend trains on one device; {config.parallel!r} is JAX-only "
-            "(use auto or none)"
-        )
-    if config.matmul_precision != "default":
-        raise ConfigError(
-            f"--matmul_precision: {config.matmul_precision!r} is JAX-only; the {backend} backend computes with "
-            "its framework's default precision (use default)"
-        )
-    if config.optimizer not in optimizers:
-        raise ConfigError(
-            f"--optimizer: {config.optimizer!r} is not available in the {backend} backend; "
-            f"choose one of {', '.join(optimizers)}"
-        )

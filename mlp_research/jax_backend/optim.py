@@ -1,52 +1,70 @@
-"""optax optimisers and learning-rate schedules, chosen by name."""
+"""optax optimisers by name, with the learning rate of `mlp_research.schedules`.
+
+The schedule is the framework-free one every backend uses: a constant rate is
+handed to optax as a number; a decaying one as a table of the rate of every
+step (`schedules.rate_table`), indexed by optax's update count on the device.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
+from mlp_research import schedules
 from mlp_research.config import Config
 
+# Hyperparameters a vmapped group holds per member in the optimiser state (see `injected_optimizer`).
+INJECTED = ("learning_rate", "momentum")
 
-def make_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule | float:
-    total = config.max_epochs * steps_per_epoch
+
+def learning_rate(config: Config, steps_per_epoch: int, peak: Any = None) -> Any:
+    """The rate optax gets: `peak` (default `config.lr`) itself, or `count -> peak * factor(count)`."""
+    peak = config.lr if peak is None else peak
     if config.schedule == "constant":
-        return config.lr
-    if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(config.lr, decay_steps=total)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    return optax.warmup_cosine_decay_schedule(
-        0.0, config.lr, warmup_steps=max(warmup, 0), decay_steps=max(total, warmup + 1)
-    )
+        return peak
+    factors = schedules.rate_table(config, steps_per_epoch, peak=1.0)
+    if not isinstance(peak, (int, float)):
+        table = jnp.asarray(factors)
+        return lambda count: peak * table[jnp.minimum(count, table.shape[0] - 1)]
+    # A plain number: the table holds the very rates the plugins compute (peak times factor in float64).
+    rates = jnp.asarray(schedules.rate_table(config, steps_per_epoch, peak=float(peak)))
+    return lambda count: rates[jnp.minimum(count, rates.shape[0] - 1)]
 
 
-def make_optimizer(config: Config, steps_per_epoch: int, lr: Any = None) -> optax.GradientTransformation:
-    """The optax transformation for `config.optimizer` at `config.lr`.
+def make_optimizer(config: Config, steps_per_epoch: int, lr: Any = None, momentum: Any = None
+                   ) -> optax.GradientTransformation:
+    """The optax transformation for `config.optimizer`; `lr` and `momentum` may be traced per-member values.
 
-    `lr` replaces `config.lr` as the peak rate and may be a traced value, so
-    `optax.inject_hyperparams(lambda learning_rate: make_optimizer(c, n, learning_rate))`
-    gives vmapped sweeps one optimiser whose members differ in learning rate.
     Note: `max_epochs` sets the length of decaying schedules, so raising it on a
     resumed run changes the schedule of a cosine run (not of a constant one).
     """
-    if lr is None:
-        lr = make_schedule(config, steps_per_epoch)
-    elif config.schedule != "constant":
-        shape, peak = make_schedule(config.replace(lr=1.0), steps_per_epoch), lr
-        lr = lambda count: peak * shape(count)  # noqa: E731
+    rate = learning_rate(config, steps_per_epoch, lr)
+    mom = config.momentum if momentum is None else momentum
     name, wd = config.optimizer, config.weight_decay
     if name == "adamw":
-        return optax.adamw(lr, weight_decay=wd)
+        return optax.adamw(rate, weight_decay=wd)
     if name == "lamb":
-        return optax.lamb(lr, weight_decay=wd)
+        return optax.lamb(rate, weight_decay=wd)
     base = {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=config.momentum),
-        "nesterov": lambda: optax.sgd(lr, momentum=config.momentum, nesterov=True),
-        "adam": lambda: optax.adam(lr),
-        "rmsprop": lambda: optax.rmsprop(lr, momentum=config.momentum),
-        "adagrad": lambda: optax.adagrad(lr),
+        "sgd": lambda: optax.sgd(rate),
+        "momentum": lambda: optax.sgd(rate, momentum=mom),
+        "nesterov": lambda: optax.sgd(rate, momentum=mom, nesterov=True),
+        "adam": lambda: optax.adam(rate),
+        "rmsprop": lambda: optax.rmsprop(rate, momentum=mom),
+        "adagrad": lambda: optax.adagrad(rate),
     }[name]()
     # For the others weight decay is the classic L2 term added to the gradient.
     return optax.chain(optax.add_decayed_weights(wd), base) if wd > 0 else base
+
+
+def injected_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """`make_optimizer` with the peak rate and momentum held in the optimiser state, so vmapped members differ.
+
+    Its state is `InjectStatefulHyperparamsState(count, hyperparams, ..., inner_state)`,
+    where `inner_state` has exactly the structure of `make_optimizer(config, ...)`'s state.
+    """
+    factory = optax.inject_hyperparams(
+        lambda learning_rate, momentum: make_optimizer(config, steps_per_epoch, learning_rate, momentum))
+    return factory(learning_rate=float(config.lr), momentum=float(config.momentum))  # floats: held in the state

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mlp_research.batching import pad_eval  # noqa: F401 (re-exported)
+from mlp_research.batching import EpochLayout
 from mlp_research.config import Config
 from mlp_research.errors import ConfigError
 from mlp_research.jax_backend import step as step_lib
@@ -66,12 +66,12 @@ class Placement:
         return jax.tree.map(np.asarray, jax.device_get(tree))
 
     # ------------------------------------------------------------ functions
-    def train_fn(self, apply_fn, tx, layout: step_lib.EpochLayout) -> Any:
+    def train_fn(self, apply_fn, tx, layout: EpochLayout) -> Any:
         """`train_chunk(state, totals, images, labels, order, chunk)`, jitted for this placement."""
         return jax.jit(step_lib.make_train_chunk(apply_fn, tx, layout), donate_argnums=(0, 1))
 
     def eval_fn(self, apply_fn) -> Any:
-        """`evaluate(params, images, labels, weights) -> Totals`, jitted for this placement."""
+        """`evaluate(params, images, labels, weights) -> Sums`, jitted for this placement."""
         return jax.jit(step_lib.make_evaluate(apply_fn))
 
     def eval_batch_multiple(self) -> int:

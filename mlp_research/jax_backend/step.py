@@ -14,14 +14,17 @@ its slice of every global batch and sums are combined with `lax.psum`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from mlp_research.batching import EpochLayout, epoch_order, make_layout  # noqa: F401 (re-exported)
+from mlp_research.backends.base import Sums
+from mlp_research.batching import EpochLayout
 
 Array = jax.Array
 ApplyFn = Callable[..., Array]
@@ -36,29 +39,21 @@ class TrainState:
     opt_state: Any
 
 
-@flax.struct.dataclass
-class Totals:
-    """Running sums over the examples seen so far in an epoch or evaluation."""
+# The driver's `Sums` holds device arrays inside compiled code: one class for one concept.
+jax.tree_util.register_dataclass(Sums, data_fields=[f.name for f in dataclasses.fields(Sums)], meta_fields=[])
 
-    loss_sum: Array
-    correct: Array
-    count: Array
-    # Global step of the first non-finite batch loss, -1 while all are finite.
-    first_nonfinite_step: Array
 
-    @classmethod
-    def zeros(cls) -> "Totals":
-        return cls(
-            loss_sum=jnp.zeros((), jnp.float32),
-            correct=jnp.zeros((), jnp.int32),
-            count=jnp.zeros((), jnp.int32),
-            first_nonfinite_step=jnp.full((), -1, jnp.int32),
-        )
+def zero_sums() -> Sums:
+    """Sums of nothing, as device values (first_nonfinite_step -1: no bad batch yet)."""
+    return Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
+                jnp.full((), -1, jnp.int32))
 
-    def means(self) -> tuple[float, float]:
-        """(mean loss, accuracy) over the counted examples, as Python floats (syncs with the device)."""
-        count = max(int(self.count), 1)
-        return float(self.loss_sum) / count, int(self.correct) / count
+
+def host_start_sums(sums: Sums | None) -> Sums:
+    """Sums to start an epoch from, as host numpy scalars (zeros, or those carried by a mid-epoch checkpoint)."""
+    sums = sums or Sums(0.0, 0, 0, -1)
+    return Sums(np.float32(sums.loss_sum), np.int32(sums.correct), np.int32(sums.count),
+                np.int32(sums.first_nonfinite_step))
 
 
 def weighted_loss(apply_fn: ApplyFn, params: Any, x: Array, y: Array, w: Array) -> tuple[Array, Array]:
@@ -79,8 +74,8 @@ def make_train_chunk(
     axis_name: str | None = None,
     num_shards: int = 1,
     constrain_batch: Callable[[Array], Array] | None = None,
-) -> Callable[..., tuple[TrainState, Totals]]:
-    """Build `train_chunk(state, totals, images, labels, order, chunk) -> (state, totals)`.
+) -> Callable[..., tuple[TrainState, Sums]]:
+    """Build `train_chunk(state, sums, images, labels, order, chunk) -> (state, sums)`.
 
     `num_shards` > 1 with `axis_name` is the pmap form: each device handles
     `batch_size // num_shards` examples of every global batch. `constrain_batch`
@@ -90,11 +85,11 @@ def make_train_chunk(
     local_batch = layout.batch_size // num_shards
     needs_skip = layout.padded_steps > layout.steps_per_epoch
 
-    def train_chunk(state: TrainState, totals: Totals, images: Array, labels: Array, order: Array, chunk: Array):
+    def train_chunk(state: TrainState, sums: Sums, images: Array, labels: Array, order: Array, chunk: Array):
         offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_batch
 
         def body(carry, i):
-            state, totals = carry
+            state, sums = carry
             step_in_epoch = chunk * layout.steps_per_chunk + i
             start = step_in_epoch * layout.batch_size + offset
             idx = jax.lax.dynamic_slice_in_dim(order, start, local_batch)
@@ -112,46 +107,46 @@ def make_train_chunk(
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
             bad = ~jnp.isfinite(loss_sum)
-            first_bad = jnp.where((totals.first_nonfinite_step < 0) & bad, state.step, totals.first_nonfinite_step)
-            new_totals = Totals(totals.loss_sum + loss_sum, totals.correct + correct, totals.count + count, first_bad)
+            first_bad = jnp.where((sums.first_nonfinite_step < 0) & bad, state.step, sums.first_nonfinite_step)
+            new_sums = Sums(sums.loss_sum + loss_sum, sums.correct + correct, sums.count + count, first_bad)
             if needs_skip:  # steps past the end of the epoch (padding chunks) change nothing
                 valid = step_in_epoch < layout.steps_per_epoch
-                new_state, new_totals = jax.tree.map(
-                    lambda new, old: jnp.where(valid, new, old), (new_state, new_totals), (state, totals)
+                new_state, new_sums = jax.tree.map(
+                    lambda new, old: jnp.where(valid, new, old), (new_state, new_sums), (state, sums)
                 )
-            return (new_state, new_totals), None
+            return (new_state, new_sums), None
 
-        (state, totals), _ = jax.lax.scan(body, (state, totals), jnp.arange(layout.steps_per_chunk))
-        return state, totals
+        (state, sums), _ = jax.lax.scan(body, (state, sums), jnp.arange(layout.steps_per_chunk))
+        return state, sums
 
     return train_chunk
 
 
 def make_evaluate(
     apply_fn: ApplyFn, axis_name: str | None = None, constrain_batch: Callable[[Array], Array] | None = None
-) -> Callable[..., Totals]:
-    """Build `evaluate(params, images, labels, weights) -> Totals`.
+) -> Callable[..., Sums]:
+    """Build `evaluate(params, images, labels, weights) -> Sums`.
 
     Inputs are shaped (num_batches, eval_batch, ...); padding rows have weight 0,
     so every example counts exactly once whatever the batch or device count.
     """
 
-    def evaluate(params: Any, images: Array, labels: Array, weights: Array) -> Totals:
-        def body(totals, batch):
+    def evaluate(params: Any, images: Array, labels: Array, weights: Array) -> Sums:
+        def body(sums, batch):
             x, y, w = batch
             if constrain_batch is not None:
                 x, y, w = constrain_batch(x), constrain_batch(y), constrain_batch(w)
             loss_sum, logits = weighted_loss(apply_fn, params, x, y, w)
             correct = jnp.sum((jnp.argmax(logits, -1) == y) * w.astype(jnp.int32))
-            return Totals(
-                totals.loss_sum + loss_sum,
-                totals.correct + correct,
-                totals.count + jnp.sum(w).astype(jnp.int32),
-                totals.first_nonfinite_step,
+            return Sums(
+                sums.loss_sum + loss_sum,
+                sums.correct + correct,
+                sums.count + jnp.sum(w).astype(jnp.int32),
+                sums.first_nonfinite_step,
             ), None
 
-        totals, _ = jax.lax.scan(body, Totals.zeros(), (images, labels, weights))
-        loss_sum, correct, count = _psum((totals.loss_sum, totals.correct, totals.count), axis_name)
-        return Totals(loss_sum, correct, count, totals.first_nonfinite_step)
+        sums, _ = jax.lax.scan(body, zero_sums(), (images, labels, weights))
+        loss_sum, correct, count = _psum((sums.loss_sum, sums.correct, sums.count), axis_name)
+        return Sums(loss_sum, correct, count, sums.first_nonfinite_step)
 
     return evaluate

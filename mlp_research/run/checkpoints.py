@@ -1,42 +1,54 @@
-"""Orbax checkpoints of a run, resume logic and the canonical parameter export.
+"""Orbax checkpoints of a run: verified saves, restore with fallback, the canonical parameter export.
 
-A checkpoint (in `<workdir>/checkpoints/<step>/`) holds three items:
+A checkpoint (in `<workdir>/checkpoints/<step>/`, step = optimiser updates made
+so far, which never goes backwards) holds three items:
 - `state`: the backend's parameters, optimiser state and step counter, as plain
   host arrays (never replicated, so it restores onto any device count);
 - `canonical`: the parameters in the canonical layout, so any backend can
   evaluate the checkpoint without the framework that wrote it;
 - `meta`: JSON with the run's flat config, the position in the data order
-  (epoch and step within it), the partial-epoch metric sums, and the metrics
-  history. The data order and initialisation are pure functions of the seed,
+  (epoch and step within it, with the partial epoch's metric sums) and the
+  metrics history. Initialisation and data order are pure functions of the seed,
   so seed + position is the complete random state.
 
-Nothing is pickled: Orbax stores arrays with TensorStore and metadata as JSON.
+A save either completes and is verified on disk, or raises: saves are
+synchronous, a step at or below an existing one is refused, and a full disk is
+a `StorageError` with the unfinished save removed. Nothing is pickled: Orbax
+stores arrays with TensorStore and metadata as JSON. Orbax is imported on first
+use, so the package imports no JAX at module level.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import shutil
+import sys
+import threading
+import time
+import traceback
 from typing import Any, Callable
 
 import numpy as np
 
 from mlp_research.config import Config
 from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError
+from mlp_research.files import atomic_path, storage_error
+from mlp_research.run.workdir import CHECKPOINT_DIR
 from mlp_research.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SET_ASIDE_DIR = "checkpoints_set_aside"
 # Fields a resumed run may change: how long and where it runs, not what it computes.
 CHANGEABLE_ON_RESUME = frozenset({
     "max_epochs", "progress", "parallel", "eval_batch_size", "data_dir", "data_source", "test_at_end",
-    "steps_per_call", "checkpoint_every_epochs", "checkpoint_every_steps", "keep_checkpoints",
-    "checkpoint_min_seconds", "compilation_cache_dir",
+    "steps_per_chunk", "checkpoint_every_epochs", "checkpoint_every_steps", "keep_checkpoints", "keep_best",
+    "checkpoint_min_seconds", "compilation_cache_dir", "vmap_batched",
 })
 
 
@@ -55,10 +67,11 @@ class Position:
 @dataclasses.dataclass
 class Resumed:
     step: int
-    state: Any  # host (numpy) TrainState
+    state: Any  # the backend's host state tree
     position: Position
     history: list[dict]
     path: str
+    extra: dict = dataclasses.field(default_factory=dict)  # what the driver stored beside the position
 
 
 def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE_ON_RESUME) -> list[str]:
@@ -66,6 +79,7 @@ def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE
     diffs = []
     # A checkpoint written before a field existed computed with that field's default.
     defaults = Config().to_flat()
+    old = {("steps_per_chunk" if k == "steps_per_call" else k): v for k, v in old.items()}
     for name in sorted(set(old) | set(new)):
         if name in ignore:
             continue
@@ -77,38 +91,104 @@ def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE
     return diffs
 
 
-class Checkpoints:
-    """Save and restore run state with an Orbax `CheckpointManager`."""
+def _orbax():
+    # Orbax brings JAX into the process. Where no framework has started JAX yet (another backend
+    # trains, or an evaluation), keep it from reserving most of a GPU (read when JAX first
+    # touches a device); a user's own setting stands.
+    if "jax" not in sys.modules:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import orbax.checkpoint as ocp
 
-    def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-        if read_only and not os.path.isdir(self.directory):
-            self._manager = None  # nothing to inspect: a fresh run does not wait for Orbax's import here
+    return ocp
+
+
+class _QuietOrbax(logging.Filter):
+    """Orbax's background threads log a failed write at length (and tracebacks of closed event loops);
+    the save's own exception says it once, as one line, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR or "orbax" not in (record.pathname or "")
+
+
+def _quiet_background_threads() -> None:
+    """Keep Orbax's worker threads from printing tracebacks; any other thread's failure still prints."""
+    previous = threading.excepthook
+    if getattr(previous, "_mlp_research", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+        if any("orbax" in f.filename or "asyncio" in f.filename for f in frames):
             return
-        import orbax.checkpoint as ocp
+        previous(args)
 
-        self._ocp = ocp
-        # `read_only` here means "inspect only": no directory is created and nothing is cleaned up.
-        # (Orbax's own read_only option logs three warnings per use, so it is not used.)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep if keep > 0 and not read_only else None,
+    hook._mlp_research = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+    logging.getLogger("absl").addFilter(_QuietOrbax())
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable(info) -> None:  # TensorStore's callbacks onto Orbax's already-closed event loops
+        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
+            return
+        previous_unraisable(info)
+
+    sys.unraisablehook = unraisable
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def _disk_errno(error: BaseException) -> int | None:
+    """The errno of a storage failure hidden in whatever Orbax/TensorStore raised, if it is one."""
+    text = str(error)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES):
+        if isinstance(error, OSError) and error.errno == code:
+            return code
+        if os.strerror(code) in text or errno.errorcode[code] in text:
+            return code
+    return None
+
+
+class Checkpoints:
+    """Save and restore run state with an Orbax `CheckpointManager` (synchronous, verified saves)."""
+
+    def __init__(self, workdir: str, keep: int = 3, keep_best: bool = False, read_only: bool = False,
+                 primary: bool = True):
+        self.workdir = workdir
+        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+        self.keep, self.keep_best, self.primary = keep, keep_best, primary
+        self._manager = None
+        if read_only and not os.path.isdir(self.directory):
+            return  # nothing to inspect: a fresh run does not wait for Orbax's import here
+        self._ocp = _orbax()
+        _quiet_background_threads()
+        options = self._ocp.CheckpointManagerOptions(
+            max_to_keep=None,  # pruned by `_prune`: the latest `keep` plus, with keep_best, the best
             create=not read_only,
             cleanup_tmp_directories=not read_only,  # removes saves that a crash left unfinished
-            enable_async_checkpointing=True,
+            enable_async_checkpointing=False,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "canonical", "meta"))
+        try:
+            self._manager = self._ocp.CheckpointManager(self.directory, options=options,
+                                                        item_names=("state", "canonical", "meta"))
+        except OSError as e:
+            raise storage_error(self.directory, e) from None
 
     # ---------------------------------------------------------------- read
     def steps(self) -> list[int]:
-        """Complete checkpoints, newest first."""
-        return sorted(self._manager.all_steps(), reverse=True) if self._manager else []
+        """Checkpoints on disk, newest first."""
+        if self._manager is None:
+            return []
+        self._manager.reload()
+        return sorted(self._manager.all_steps(), reverse=True)
 
     def path(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
 
     def read_meta(self, step: int) -> dict:
-        meta = self._manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))["meta"]
+        args = self._ocp.args
+        meta = self._manager.restore(step, args=args.Composite(meta=args.JsonRestore()))["meta"]
         if not isinstance(meta, dict) or "config" not in meta or "position" not in meta:
             raise ValueError("metadata lacks config/position")
         return meta
@@ -118,7 +198,7 @@ class Checkpoints:
         for step in self.steps():
             try:
                 meta = self.read_meta(step)
-            except Exception:  # unreadable: restore() reports it and falls back
+            except Exception:  # noqa: BLE001 -- unreadable: restore() reports it and falls back
                 continue
             self._refuse_mismatch(step, meta, config)
             return
@@ -131,31 +211,58 @@ class Checkpoints:
                 f"({'; '.join(diffs)}); use another --workdir, or --restart to discard it"
             )
 
-    def restore(self, config: Config, abstract_state: Any, warn: Callable[[str], None]) -> Resumed | None:
-        """The newest readable checkpoint; older ones are tried if it is corrupt. None if there is none."""
-        steps = self.steps()
-        failures = []
-        for step in steps:
+    def restore_step(self, step: int, config: Config, abstract_state: Any) -> Resumed:
+        """Checkpoint `step` (raises whatever Orbax raises if it is unreadable; a mismatch as such)."""
+        meta = self.read_meta(step)
+        self._refuse_mismatch(step, meta, config)
+        args = self._ocp.args
+        restored = self._manager.restore(step, args=args.Composite(state=args.StandardRestore(abstract_state)))
+        extra = {k: v for k, v in meta.items() if k not in ("format", "config", "position", "history")}
+        return Resumed(step, restored["state"], Position(**meta["position"]), meta.get("history", []),
+                       self.path(step), extra)
+
+    def restore(self, config: Config, abstract_state: Any, warn: Callable[[str], None],
+                at_or_below: int | None = None) -> Resumed | None:
+        """The newest readable checkpoint (at or below `at_or_below`); None if there is none.
+
+        Unreadable newer checkpoints are reported and moved to `checkpoints_set_aside/`
+        (so later saves of their steps can happen), as are readable ones newer than
+        `at_or_below` (a group resumes from the newest step every member has).
+        """
+        failures: list[str] = []
+        for step in self.steps():
+            if at_or_below is not None and step > at_or_below:
+                self.set_aside(step, "newer than the step the other members of the group reached")
+                continue
             try:
-                meta = self.read_meta(step)
-                self._refuse_mismatch(step, meta, config)
-                restored = self._manager.restore(
-                    step, args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract_state))
-                )
+                resumed = self.restore_step(step, config, abstract_state)
             except CheckpointMismatchError:
                 raise
-            except Exception as e:  # orbax/tensorstore raise many kinds for a damaged checkpoint
-                reason = " ".join(str(e).split())[:200] or type(e).__name__
-                failures.append(f"{self.path(step)} ({reason})")
+            except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many kinds for a damaged checkpoint
+                failures.append(f"{self.path(step)} ({_reason(e)})")
+                self.set_aside(step, "unreadable")
                 continue
             if failures:
                 warn(f"checkpoint {failures[0]} is unreadable; resuming from the older {self.path(step)}")
-            return Resumed(step, restored["state"], Position(**meta["position"]), meta.get("history", []), self.path(step))
+            return resumed
         if failures:
             raise CheckpointError(f"no readable checkpoint: {failures[0]}; use --restart to start over")
         return None
 
-    # --------------------------------------------------------------- write
+    def set_aside(self, step: int, why: str) -> None:
+        """Move checkpoint `step` out of the way (into `checkpoints_set_aside/`), keeping its files."""
+        if not self.primary:
+            return
+        target_dir = os.path.join(self.workdir, SET_ASIDE_DIR)
+        target = os.path.join(target_dir, f"{step}-{int(time.time())}")
+        try:
+            os.makedirs(target_dir, exist_ok=True)
+            shutil.move(self.path(step), target)
+        except OSError as e:
+            raise storage_error(self.path(step), e) from None
+        log.warning("checkpoint %s (%s) moved to %s", self.path(step), why, target)
+        self._manager.reload()
+
     def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
         """The canonical parameters of checkpoint `step`, whichever backend wrote it."""
         abstract = {name: np.zeros(shape, np.float32) for name, shape in spec.canonical_shapes().items()}
@@ -163,47 +270,74 @@ class Checkpoints:
         try:
             restored = self._manager.restore(step, args=args.Composite(canonical=args.StandardRestore(abstract)))
         except Exception as e:  # noqa: BLE001
-            reason = " ".join(str(e).split())[:200]
-            raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({reason})") from None
+            raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({_reason(e)})") from None
         return {name: np.asarray(value) for name, value in restored["canonical"].items()}
 
-    def save(self, step: int, host_state: Any, canonical: dict[str, np.ndarray], config: Config, position: Position,
-             history: list[dict]) -> None:
-        """Start an asynchronous save; the next save or `close()` waits for it."""
-        if step in self._manager.all_steps():
-            return
-        meta = {
-            "format": FORMAT_VERSION,
-            "config": config.to_flat(),
-            "position": dataclasses.asdict(position),
-            "history": history,
-        }
-        args = self._ocp.args
-        self._manager.save(step, args=args.Composite(
-            state=args.StandardSave(host_state),
-            canonical=args.StandardSave(dict(canonical)),
-            meta=args.JsonSave(meta),
-        ))
+    # --------------------------------------------------------------- write
+    def save(self, step: int, host_state: Any, canonical: dict[str, np.ndarray], config: Config,
+             position: Position, history: list[dict], extra: dict | None = None) -> str:
+        """Write checkpoint `step` and verify it is on disk; returns its path.
 
-    def wait(self) -> None:
-        if self._manager is not None:
+        Refuses a step at or below an existing checkpoint (the numbering never goes
+        backwards, and an existing step is never silently kept instead of new state).
+        """
+        existing = self.steps()
+        if existing and step <= existing[0]:
+            raise CheckpointError(f"cannot save step {step}: {self.path(existing[0])} is at or beyond it; "
+                                  "use --restart to start over or move that checkpoint away")
+        meta = {"format": FORMAT_VERSION, "config": config.to_flat(), "position": dataclasses.asdict(position),
+                "history": history, **(extra or {})}
+        args = self._ocp.args
+        try:
+            saved = self._manager.save(step, force=True, args=args.Composite(
+                state=args.StandardSave(host_state), canonical=args.StandardSave(dict(canonical)),
+                meta=args.JsonSave(meta)))
             self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 -- a full disk surfaces as many exception types
+            self._cleanup_unfinished()
+            code = _disk_errno(e)
+            if code is not None:
+                raise storage_error(self.path(step), OSError(code, os.strerror(code))) from None
+            raise
+        if not saved or step not in self.steps() or not os.path.isdir(self.path(step)):
+            raise CheckpointError(f"checkpoint {self.path(step)} was not written (Orbax declined the save)")
+        self._prune(step, history)
+        return self.path(step)
+
+    def _cleanup_unfinished(self) -> None:
+        if not self.primary or not os.path.isdir(self.directory):
+            return
+        for entry in os.listdir(self.directory):
+            if "tmp" in entry:
+                shutil.rmtree(os.path.join(self.directory, entry), ignore_errors=True)
+
+    def _prune(self, newest: int, history: list[dict]) -> None:
+        """Keep the latest `keep` checkpoints and, with `keep_best`, the one with the best val_acc."""
+        steps = self.steps()
+        if self.keep <= 0:
+            return
+        keep = set(steps[: self.keep])
+        best = best_step(history, steps) if self.keep_best else None
+        if best is not None:
+            keep.add(best)
+        for step in steps:
+            if step not in keep:
+                try:
+                    self._manager.delete(step)
+                except OSError as e:
+                    raise storage_error(self.path(step), e) from None
 
     def close(self) -> None:
         if self._manager is not None:
-            self._manager.wait_until_finished()
             self._manager.close()
+            self._manager = None
 
 
-def discard(workdir: str, outputs: tuple[str, ...]) -> None:
-    """`--restart`: remove checkpoints and the outputs they produced."""
-    shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
-    for name in outputs:
-        path = os.path.join(workdir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
+def best_step(history: list[dict], steps: list[int]) -> int | None:
+    """The step of the best-val_acc epoch among `steps` (the earliest on ties), or None."""
+    candidates = [(row["val_acc"], -row["step"]) for row in history
+                  if row.get("step") in steps and np.isfinite(row.get("val_acc", np.nan))]
+    return -max(candidates)[1] if candidates else None
 
 
 # ------------------------------------------------------------------ export
@@ -218,9 +352,8 @@ def export_npz(path: str, spec: ModelSpec, canonical: dict[str, np.ndarray]) -> 
             raise ValueError(f"{name} has shape {canonical[name].shape}, expected {shape}")
     payload = {name: np.asarray(canonical[name], np.float32) for name in spec.canonical_shapes()}
     payload["spec_json"] = np.array(json.dumps(dataclasses.asdict(spec)))
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **payload)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **payload)
 
 
 def load_npz(path: str) -> tuple[ModelSpec, dict[str, np.ndarray]]:
@@ -234,3 +367,4 @@ def load_npz(path: str) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     except (OSError, KeyError, ValueError) as e:
         raise ConfigError(f"{path}: not a parameter export of this project ({e})") from None
     return spec, params
+

@@ -1,23 +1,26 @@
-"""The metrics row of an epoch, and where rows go: JSONL, TensorBoard, a plot.
+"""The metrics row of an epoch, and where rows go: metrics.jsonl, TensorBoard, the progress line.
 
-`MetricsRow` is the single definition of what an epoch reports; every writer
-and the summary derive from it.
+`MetricsRow` is the single definition of what an epoch reports; every writer,
+the plot and the summary derive from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-import threading
-from typing import Iterable, Sequence
+from typing import Any, Sequence
 
+from mlp_research.errors import warn
+from mlp_research.files import atomic_write, storage_error
 from mlp_research.run.tensorboard import ScalarWriter
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
+SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "examples_per_second")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,7 @@ class MetricsRow:
     val_acc: float
     seconds: float  # wall time of this epoch's training and evaluation
     examples_per_second: float  # training examples per second this epoch
+    lr: float = float("nan")  # learning rate of the epoch's last step (NaN in rows older releases wrote)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -41,12 +45,32 @@ class MetricsRow:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
-    def progress_line(self, max_epochs: int) -> str:
+    def progress_line(self, max_epochs: int, elapsed: float, remaining: float | None, name: str = "") -> str:
+        member = f"[{name}] " if name else ""
+        eta = f"  eta {format_duration(remaining)}" if remaining is not None else ""
         return (
-            f"epoch {self.epoch:>3}/{max_epochs}  train_loss {self.train_loss:.4f}  train_acc {self.train_acc:.4f}  "
-            f"val_loss {self.val_loss:.4f}  val_acc {self.val_acc:.4f}  "
-            f"{self.examples_per_second:,.0f} ex/s  {self.seconds:.2f} s"
+            f"epoch {self.epoch:>3}/{max_epochs}  {member}train_loss {self.train_loss:.4f}  "
+            f"train_acc {self.train_acc:.4f}  val_loss {self.val_loss:.4f}  val_acc {self.val_acc:.4f}  "
+            f"{self.examples_per_second:,.0f} ex/s  {self.seconds:.2f} s  elapsed {format_duration(elapsed)}{eta}"
         )
+
+
+def format_duration(seconds: float) -> str:
+    """`0:07`, `3:25`, `1:02:03`."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(max(seconds, 0.0)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def remaining_seconds(epoch_seconds: Sequence[float], epochs_left: int) -> float | None:
+    """Time left at the median pace of the epochs seen (the first, which compiles, only if alone)."""
+    if not epoch_seconds:
+        return None
+    pace = sorted(epoch_seconds[1:] or epoch_seconds)
+    return pace[len(pace) // 2] * epochs_left
 
 
 def read_rows(workdir: str) -> list[MetricsRow]:
@@ -59,90 +83,79 @@ def read_rows(workdir: str) -> list[MetricsRow]:
 
 def write_rows(workdir: str, rows: Sequence[MetricsRow]) -> None:
     """Rewrite metrics.jsonl atomically with exactly `rows`."""
-    path = os.path.join(workdir, METRICS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(row.to_json() + "\n" for row in rows)
-    os.replace(tmp, path)
-
-
-class MetricsWriter:
-    """Appends rows to metrics.jsonl (flushed each epoch) and TensorBoard."""
-
-    def __init__(self, workdir: str, tensorboard: bool = True):
-        self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
-        self._tb = ScalarWriter(os.path.join(workdir, TENSORBOARD_DIR)) if tensorboard else None
-
-    def write(self, row: MetricsRow) -> None:
-        self._jsonl.write(row.to_json() + "\n")
-        self._jsonl.flush()
-        if self._tb is not None:
-            for name in ("train_loss", "train_acc", "val_loss", "val_acc", "examples_per_second"):
-                self._tb.scalar(name, getattr(row, name), row.epoch)
-            self._tb.flush()
-
-    def close(self) -> None:
-        self._jsonl.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-def _import_pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _preload() -> None:
-    try:
-        _import_pyplot()
-    except ImportError:
-        pass  # plot_curves says so
-
-
-def preload_plotting() -> None:
-    """Import matplotlib in a background thread (~1 s) while data load and compilation release the GIL."""
-    threading.Thread(target=_preload, name="preload-matplotlib", daemon=True).start()
-
-
-def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> bool:
-    """train loss, val loss and val acc against epoch, like the book's figure.
-
-    Returns False, writing nothing, where matplotlib is not installed (a minimal
-    environment): the figure is a view of metrics.jsonl, which holds every number.
-    """
-    try:
-        plt = _import_pyplot()
-    except ImportError:
-        return False
-
-    rows = list(rows)
-    epochs = [r.epoch for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ax.plot(epochs, [r.train_loss for r in rows], "-", label="train_loss")
-    ax.plot(epochs, [r.val_loss for r in rows], "--", label="val_loss")
-    ax.plot(epochs, [r.val_acc for r in rows], "-.", label="val_acc")
-    ax.set_xlabel("epoch")
-    ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return True
+    atomic_write(os.path.join(workdir, METRICS_FILE), "".join(row.to_json() + "\n" for row in rows))
 
 
 def write_json(path: str, payload: dict) -> None:
     """Write JSON atomically (a crash leaves the old file, never half a file)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in summaries, as plain JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class MetricsWriter:
+    """Appends rows to metrics.jsonl (flushed each epoch) and TensorBoard.
+
+    TensorBoard is an extra view: if its events cannot be written, the run warns
+    once and goes on; metrics.jsonl failing is a `StorageError`.
+    """
+
+    def __init__(self, workdir: str, hparams: dict[str, Any] | None = None):
+        self.path = os.path.join(workdir, METRICS_FILE)
+        try:
+            self._jsonl = open(self.path, "a")
+        except OSError as e:
+            raise storage_error(self.path, e) from None
+        self._tb: ScalarWriter | None = None
+        try:
+            self._tb = ScalarWriter(os.path.join(workdir, TENSORBOARD_DIR))
+            if hparams is not None:
+                self._tb.hparams(hparams)
+        except OSError as e:
+            warn(f"{os.path.join(workdir, TENSORBOARD_DIR)}: TensorBoard events not written ({e.strerror or e})")
+            self._tb = None
+
+    def write(self, row: MetricsRow) -> None:
+        try:
+            self._jsonl.write(row.to_json() + "\n")
+            self._jsonl.flush()
+        except OSError as e:
+            raise storage_error(self.path, e) from None
+        if self._tb is not None:
+            try:
+                for name in SCALARS:
+                    self._tb.scalar(name, getattr(row, name), row.epoch)
+                self._tb.flush()
+            except OSError as e:
+                warn(f"TensorBoard events not written from epoch {row.epoch} on ({e.strerror or e})")
+                self._tb = None
+
+    def sync(self) -> None:
+        """fsync metrics.jsonl (with every checkpoint, so rows on disk never lag a saved step)."""
+        try:
+            os.fsync(self._jsonl.fileno())
+        except OSError as e:
+            raise storage_error(self.path, e) from None
+
+    def close(self, status: str | None = None) -> None:
+        """Close both files; `status` ("success", "failure") ends the TensorBoard HParams session.
+
+        A stopped run leaves its session open (None): TensorBoard keeps the first
+        status it reads in a run directory, so only the run's true end may write one.
+        """
+        try:
+            self._jsonl.close()
+        except OSError:
+            pass
+        if self._tb is not None:
+            try:
+                if status is not None:
+                    self._tb.session_end(status)
+                self._tb.close()
+            except OSError:
+                pass

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from mlp_research import batching
-from mlp_research.backends.base import Sums, check_single_device
+from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
+from mlp_research.optimizers import SUPPORTED
 from mlp_research_mxnet import optim
 from mlp_research_mxnet.framework import mxnet
 from mlp_research_mxnet.models import build_model
@@ -26,6 +27,10 @@ from mlp_research_mxnet.models import build_model
 
 class MXNetBackend:
     name = "mxnet"
+    # Declared capabilities: the driver refuses anything else with the flag named.
+    optimizers = SUPPORTED  # every rule of mlp_research.optimizers, on mxnet arrays (optim.py)
+    parallel_modes = ("auto", "none")  # one device
+    matmul_precisions = ("default",)  # mxnet's own float32
 
     def version(self) -> str:
         try:
@@ -34,11 +39,9 @@ class MXNetBackend:
             return mxnet().__version__
 
     def check(self, config: Config) -> None:
-        """Refuse what this backend cannot do, naming the flag (everything else of the spec is supported)."""
-        check_single_device(config, self.name, optim.SUPPORTED)
+        """Nothing beyond the declarations above: every model, activation, init and schedule is supported."""
 
     def trainer(self, config: Config, splits: Splits) -> "MXNetTrainer":
-        self.check(config)
         return MXNetTrainer(config, splits)
 
 
@@ -49,7 +52,7 @@ class MXNetTrainer:
         mx = mxnet()
         self.mx, self.np = mx, mx.np
         self.config = config
-        self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_call)
+        self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
         t0 = time.perf_counter()
         mx.random.seed(config.seed)
         self.model = build_model(config.model, hybridize)

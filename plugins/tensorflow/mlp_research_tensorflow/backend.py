@@ -9,21 +9,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlp_research.backends.base import check_single_device
 from mlp_research.config import Config
 from mlp_research.data import Splits
+from mlp_research.optimizers import SUPPORTED
 
 if TYPE_CHECKING:
     from mlp_research_tensorflow.trainer import TensorFlowTrainer
-
-# optax optimisers this backend mirrors in TensorFlow ops (see optim.py).
-SUPPORTED_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 
 
 class TensorFlowBackend:
     """The d2l chapter's TensorFlow models, trained by `tf.function` chunks of steps."""
 
     name = "tensorflow"
+    # Declared capabilities: the driver refuses anything else with the flag named.
+    optimizers = SUPPORTED  # every rule of mlp_research.optimizers, in TensorFlow ops (optim.py)
+    parallel_modes = ("auto", "none")  # one device
+    matmul_precisions = ("default",)  # TensorFlow's own float32
 
     def version(self) -> str:
         from mlp_research_tensorflow._tf import import_tensorflow
@@ -31,11 +32,9 @@ class TensorFlowBackend:
         return import_tensorflow().__version__
 
     def check(self, config: Config) -> None:
-        """Refuse, before any work, the options this backend does not run."""
-        check_single_device(config, self.name, SUPPORTED_OPTIMIZERS)
+        """Nothing beyond the declarations above: every model, activation, init and schedule is supported."""
 
     def trainer(self, config: Config, splits: Splits) -> "TensorFlowTrainer":
-        self.check(config)
         from mlp_research_tensorflow.trainer import TensorFlowTrainer
 
         return TensorFlowTrainer(config, splits)

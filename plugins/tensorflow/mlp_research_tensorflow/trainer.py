@@ -23,7 +23,8 @@ from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research_tensorflow._tf import import_tensorflow
 from mlp_research_tensorflow.models import build_model
-from mlp_research_tensorflow.optim import SLOTS, Optimizer
+from mlp_research.optimizers import STATE_SLOTS
+from mlp_research_tensorflow.optim import Optimizer
 
 tf = import_tensorflow()
 
@@ -45,7 +46,7 @@ class TensorFlowTrainer:
 
     def __init__(self, config: Config, splits: Splits, jit_compile: bool = True):
         self.config = config
-        self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_call)
+        self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
         self.names = list(config.model.canonical_shapes())
         device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         self.device = device[0]
@@ -170,7 +171,7 @@ class TensorFlowTrainer:
         shapes = self.config.model.canonical_shapes()
         zeros = {n: np.zeros(shape, np.float32) for n, shape in shapes.items()}
         state: dict[str, Any] = {"step": np.zeros((), np.int32), "params": dict(zeros)}
-        slots = SLOTS[self.config.optimizer]
+        slots = STATE_SLOTS[self.config.optimizer]
         if slots:
             state["opt_state"] = {slot: dict(zeros) for slot in slots}
         return state

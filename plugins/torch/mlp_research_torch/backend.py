@@ -11,9 +11,9 @@ import importlib.metadata as md
 import importlib.util
 from typing import TYPE_CHECKING
 
-from mlp_research.backends.base import check_single_device
 from mlp_research.config import Config
 from mlp_research.data import Splits
+from mlp_research.optimizers import SUPPORTED
 
 if TYPE_CHECKING:
     from mlp_research_torch.trainer import TorchTrainer
@@ -21,21 +21,21 @@ if TYPE_CHECKING:
 if importlib.util.find_spec("torch") is None:
     raise ImportError("torch is not installed (pip install 'torch>=2.4,<=2.13.0')")
 
-SUPPORTED_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-
 
 class TorchBackend:
     name = "torch"
+    # Declared capabilities: the driver refuses anything else with the flag named.
+    optimizers = SUPPORTED  # torch.optim where it computes optax's update, the shared rule elsewhere
+    parallel_modes = ("auto", "none")  # one device
+    matmul_precisions = ("default",)  # torch's own float32
 
     def version(self) -> str:
         return md.version("torch")
 
     def check(self, config: Config) -> None:
-        """Refuse what torch cannot mirror: multi-device placements and LAMB."""
-        check_single_device(config, self.name, SUPPORTED_OPTIMIZERS)
+        """Nothing beyond the declarations above: every model, activation, init and schedule is supported."""
 
     def trainer(self, config: Config, splits: Splits) -> "TorchTrainer":
-        self.check(config)
         from mlp_research_torch.trainer import TorchTrainer
 
         return TorchTrainer(config, splits)

@@ -1,118 +1,61 @@
-"""Optimisers and learning-rate schedules that mirror `mlp_research.jax_backend.optim` (optax).
+"""The optimisers of `mlp_research.optimizers` in torch.
 
 torch.optim's SGD (plain, momentum, nesterov), Adam and AdamW compute exactly
 optax's updates (trace-style momentum, bias-corrected Adam with eps outside the
 square root, AdamW's decay scaled by the learning rate), so they are used as
-they are. torch's RMSprop and Adagrad are different algorithms in the details
-(eps outside the square root; Adagrad's accumulator starts at 0, optax's at
-0.1), so `OptaxRMSprop` and `OptaxAdagrad` below restate optax's. LAMB is not
-in torch.optim and is refused by the backend's `check`.
+they are. torch's RMSprop and Adagrad differ in the details (eps outside the
+square root; Adagrad's accumulator starts at 0, optax's at 0.1), and LAMB is
+not in torch.optim: for those `SharedRule` applies the project's one statement
+of optax's rules (`mlp_research.optimizers.update`) to torch tensors.
 
-Schedules are step-based like optax's: the trainer sets each group's lr from
-`make_schedule(...)(step)` before each update, the step counting updates done.
+The learning rate of each step comes from `mlp_research.schedules`; the
+trainer sets it on every parameter group before each update.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 
 from mlp_research.config import Config
+from mlp_research.optimizers import STATE_SLOTS, ArrayOps, Hyper, update
 
-Schedule = Callable[[int], float]
-SUPPORTED = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-
-
-def make_schedule(config: Config, steps_per_epoch: int) -> Schedule | None:
-    """lr as a function of the update count, or None for a constant rate (nothing to set per step)."""
-    total = config.max_epochs * steps_per_epoch
-    peak = config.lr
-    if config.schedule == "constant":
-        return None
-
-    def cosine(init: float, decay_steps: int) -> Schedule:
-        def value(count: int) -> float:
-            count = min(count, decay_steps)
-            return init * 0.5 * (1 + math.cos(math.pi * count / decay_steps))
-
-        return value
-
-    if config.schedule == "cosine":
-        return cosine(peak, total)
-    warmup = max(int(round(config.warmup_epochs * steps_per_epoch)), 0)
-    decay = cosine(peak, max(total, warmup + 1) - warmup)
-
-    def warmup_cosine(count: int) -> float:
-        if count < warmup:
-            return peak * count / warmup  # linear from 0
-        return decay(count - warmup)
-
-    return warmup_cosine
+TORCH_OPS = ArrayOps(sqrt=torch.sqrt, norm=torch.linalg.vector_norm,
+                     where=lambda c, a, b: torch.where(c, a, torch.as_tensor(b, dtype=a.dtype)))
 
 
-class OptaxRMSprop(torch.optim.Optimizer):
-    """optax.rmsprop: nu = decay nu + (1 - decay) g^2; u = lr g / sqrt(nu + eps); t = momentum t + u; p -= t.
+class SharedRule(torch.optim.Optimizer):
+    """An optimiser that applies `mlp_research.optimizers.update`: one statement of optax's rule for all backends.
 
-    As in optax the learning rate scales the update before the momentum trace, which
-    matters when the rate follows a schedule.
-
-    The state is created with the optimiser (nu = 0, the trace = 0), as optax's init does.
+    The state is created with the optimiser (optax's initial values) and keeps
+    optax's slot names, so checkpoints hold it in the shared form.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, decay: float = 0.9, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, momentum=momentum, weight_decay=weight_decay))
+    def __init__(self, params: Iterable[torch.Tensor], config: Config):
+        super().__init__(params, dict(lr=config.lr))
+        self.hyper = Hyper(config.optimizer, config.momentum, config.weight_decay)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]
-                state["nu"] = torch.zeros_like(p)
-                if group["momentum"] > 0:
-                    state["trace"] = torch.zeros_like(p)
+                state["count"] = 0
+                for slot, value in STATE_SLOTS[config.optimizer].items():
+                    state[slot] = torch.full_like(p, value)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 -- torch.optim API
-        for group, p, g in _grads_with_l2(self):
-            state = self.state[p]
-            nu = state["nu"]
-            nu.mul_(group["decay"]).addcmul_(g, g, value=1 - group["decay"])
-            update = g * torch.rsqrt(nu + group["eps"]) * group["lr"]
-            if group["momentum"] > 0:
-                update = state["trace"].mul_(group["momentum"]).add_(update)
-            p.sub_(update)
-        return None
-
-
-class OptaxAdagrad(torch.optim.Optimizer):
-    """optax.adagrad: s = 0.1 initially; s += g^2; p -= lr g / sqrt(s + eps), eps = 1e-7 inside the root."""
-
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, initial_accumulator_value: float = 0.1,
-                 eps: float = 1e-7, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
         for group in self.param_groups:
             for p in group["params"]:
-                self.state[p]["sum_of_squares"] = torch.full_like(p, initial_accumulator_value)
-
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 -- torch.optim API
-        for group, p, g in _grads_with_l2(self):
-            s = self.state[p]["sum_of_squares"]
-            s.addcmul_(g, g)
-            p.add_(g * torch.rsqrt(s + group["eps"]), alpha=-group["lr"])
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                slots = {k: v for k, v in state.items() if k != "count"}
+                delta, new_slots = update(self.hyper, p.grad, p, slots, state["count"], group["lr"], TORCH_OPS)
+                p.add_(delta)
+                for slot, value in new_slots.items():
+                    state[slot].copy_(value)
+                state["count"] += 1
         return None
-
-
-def _grads_with_l2(optimizer: torch.optim.Optimizer):
-    """(group, parameter, gradient + weight_decay * parameter) for every parameter that has a gradient."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            g = p.grad
-            if group["weight_decay"]:
-                g = g.add(p, alpha=group["weight_decay"])
-            yield group, p, g
 
 
 def make_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -129,8 +72,4 @@ def make_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.op
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd, foreach=True)
     if name == "adamw":  # p -= lr * (adam + wd * p), as optax.adamw
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd, foreach=True)
-    if name == "rmsprop":
-        return OptaxRMSprop(params, lr=lr, momentum=m, weight_decay=wd)
-    if name == "adagrad":
-        return OptaxAdagrad(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"optimizer {name!r} is not available in torch (supported: {', '.join(SUPPORTED)})")
+    return SharedRule(params, config)  # rmsprop, adagrad, lamb

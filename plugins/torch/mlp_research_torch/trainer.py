@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mlp_research import batching
+from mlp_research import batching, schedules
 from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research_torch import models
-from mlp_research_torch.optim import make_optimizer, make_schedule
+from mlp_research_torch.optim import make_optimizer
 
 COMPILE_ENV = "MLP_RESEARCH_TORCH_COMPILE"
 THREADS_ENV = "MLP_RESEARCH_TORCH_THREADS"
@@ -77,7 +77,7 @@ class TorchTrainer:
         self.threads = configure_threads()
         self.device = device or pick_device()
         train = splits.train
-        self.layout = batching.make_layout(len(train), config.batch_size, config.steps_per_call)
+        self.layout = batching.make_layout(len(train), config.batch_size, config.steps_per_chunk)
 
         # Seeded from config.seed without disturbing the caller's global torch RNG.
         with torch.random.fork_rng(devices=[]):
@@ -87,7 +87,6 @@ class TorchTrainer:
         self.params = list(self.model.parameters())
         self.optimizer = make_optimizer(config, self.params)
         self._materialise_optimizer_state()
-        self.schedule = make_schedule(config, self.layout.steps_per_epoch)
         self.step = 0
 
         self.train_x, self.train_y = self._put(train.images, train.labels)
@@ -174,14 +173,15 @@ class TorchTrainer:
         if self._trained[0] < 0:
             self._trained = (first, first)
         batch, n = layout.batch_size, layout.num_train
-        model, optimizer, schedule = self.forward, self.optimizer, self.schedule
+        model, optimizer = self.forward, self.optimizer
+        scheduled = self.config.schedule != "constant"
         x_all, y_all, order = self.train_x, self.train_y, self._order
         losses, correct = self._losses, self._correct
         for s in range(first, end):
             idx = order[s * batch: min((s + 1) * batch, n)]
             x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
-            if schedule is not None:
-                lr = schedule(self.step)
+            if scheduled:
+                lr = schedules.learning_rate(self.config, layout.steps_per_epoch, self.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             logits = model(x)

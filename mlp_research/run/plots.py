@@ -1,0 +1,62 @@
+"""The figure of a run (curves.png), as the book draws it: train loss, val loss and val acc per epoch.
+
+matplotlib is imported in a background thread while data load and compilation
+release the GIL (~1 s off the critical path), and the figure is skipped with a
+warning where matplotlib is not installed: it is a view of metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable
+
+from mlp_research.files import atomic_path
+from mlp_research.run.metrics import MetricsRow
+
+
+def _import_pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _preload() -> None:
+    try:
+        _import_pyplot()
+    except ImportError:
+        pass  # plot_curves says so
+
+
+def preload_plotting() -> None:
+    """Import matplotlib in a background thread (the signal handler never raises, so this is safe)."""
+    threading.Thread(target=_preload, name="preload-matplotlib", daemon=True).start()
+
+
+def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> bool:
+    """Write the figure atomically; False, writing nothing, where matplotlib is not installed."""
+    try:
+        plt = _import_pyplot()
+    except ImportError:
+        return False
+    rows = list(rows)
+    epochs = [r.epoch for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    try:
+        ax.plot(epochs, [r.train_loss for r in rows], "-", label="train_loss")
+        ax.plot(epochs, [r.val_loss for r in rows], "--", label="val_loss")
+        ax.plot(epochs, [r.val_acc for r in rows], "-.", label="val_acc")
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return True

@@ -1,0 +1,66 @@
+"""The driver sees every run as a group: a backend's one-configuration `Trainer` as a group of one.
+
+Backends that train vmapped groups return a `GroupTrainer` themselves; every
+other trainer (and every backend written against the first protocol) is wrapped
+here, so one loop drives both without asking which it has.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from mlp_research.backends.base import GroupTrainer, Sums, Trainer
+from mlp_research.batching import EpochLayout
+
+
+class OneMember:
+    """A `Trainer` with the `GroupTrainer` calls: every value a list of one."""
+
+    members = 1
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    @property
+    def layout(self) -> EpochLayout:
+        return self.trainer.layout
+
+    @property
+    def compile_seconds(self) -> float:
+        return float(getattr(self.trainer, "compile_seconds", 0.0))
+
+    def describe(self) -> dict[str, Any]:
+        return self.trainer.describe()
+
+    def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
+        self.trainer.start_epoch(epoch, sums[0] if sums else None)
+
+    def train_chunk(self, chunk: int) -> None:
+        self.trainer.train_chunk(chunk)
+
+    def epoch_sums(self) -> list[Sums]:
+        return [self.trainer.epoch_sums()]
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> list[Sums]:
+        return [self.trainer.evaluate(images, labels)]
+
+    def evaluate_eval_split(self) -> list[Sums]:
+        return [self.trainer.evaluate_eval_split()]
+
+    def state_dicts(self) -> list[Any]:
+        return [self.trainer.state_dict()]
+
+    def abstract_state_dict(self) -> Any:
+        return self.trainer.abstract_state_dict()
+
+    def load_state_dicts(self, states: Sequence[Any]) -> None:
+        self.trainer.load_state_dict(states[0])
+
+    def get_params(self) -> list[dict[str, np.ndarray]]:
+        return [self.trainer.get_params()]
+
+
+def as_group(trainer: Trainer | GroupTrainer) -> GroupTrainer:
+    return trainer if hasattr(trainer, "members") else OneMember(trainer)

@@ -1,0 +1,221 @@
+"""The fault suite: signals at random moments, damaged work directories, a full disk, lost saves.
+
+Every case runs the real entry point and ends in a documented exit code with at
+most a few lines of message, no traceback, no hang, and no lost or half-written
+file; where a checkpoint was saved, the same command resumes to the rows of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from faults import (SMALL, checkpoint_steps, leftovers, named_checkpoint_exists, one_line_error, rows, run,
+                    signal_after, snapshot, train_cmd)
+from mlp_research.data import idx
+from mlp_research.errors import (CheckpointError, PreemptedError, StoppedBeforeCheckpointError, StorageError,
+                                 WorkdirDamagedError)
+
+ARGS = [*SMALL, "--max_epochs=3", "--steps_per_chunk=8"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[dict]:
+    workdir = tmp_path_factory.mktemp("reference")
+    done = run(train_cmd(workdir, *ARGS))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return rows(workdir)
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.parametrize("trial", range(6))
+def test_a_signal_at_a_random_moment_ends_cleanly_and_resumes(tmp_path, reference, trial):
+    """Start-up, data, compilation, training, saving and the end: every moment answers with 0, 5 or 9."""
+    rng = random.Random(trial)
+    delay, sig = rng.uniform(0.2, 6.0), rng.choice([signal.SIGTERM, signal.SIGINT])
+    workdir = tmp_path / "w"
+    done = signal_after(train_cmd(workdir, *ARGS), delay, sig)
+    codes = (0, PreemptedError.exit_code, StoppedBeforeCheckpointError.exit_code)
+    assert done.returncode in codes, (delay, done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 4, done.stderr
+    assert leftovers(workdir) == []
+    assert named_checkpoint_exists(done.stderr)
+    if done.returncode == StoppedBeforeCheckpointError.exit_code:
+        assert checkpoint_steps(workdir) == []
+    again = run(train_cmd(workdir, *ARGS))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert rows(workdir) == reference
+
+
+def test_sigterm_right_after_the_last_epoch_completes_every_output(tmp_path, reference):
+    """The final save, the plot and the summary are written whatever arrives during them."""
+    workdir = tmp_path / "w"
+    proc = subprocess.Popen(train_cmd(workdir, *ARGS), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:
+        if "epoch   3/3" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, PreemptedError.exit_code), err
+    assert (workdir / "summary.json").is_file() and leftovers(workdir) == []
+    assert checkpoint_steps(workdir)[-1] == 3 * 32 and rows(workdir) == reference
+
+
+# ----------------------------------------------------------- damaged workdirs
+def _file_for_dir(path: Path) -> None:
+    shutil.rmtree(path)
+    path.write_text("not a directory")
+
+
+def _dir_for_file(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _symlink_loop(path: Path) -> None:
+    newest = path / str(checkpoint_steps(path.parent)[-1] + 32)
+    os.symlink(newest, newest)
+
+
+DAMAGE = {
+    "checkpoints is a file": ("checkpoints", _file_for_dir),
+    "tensorboard is a file": ("tensorboard", _file_for_dir),
+    ".lock is a directory": (".lock", _dir_for_file),
+    "metrics.jsonl is a directory": ("metrics.jsonl", _dir_for_file),
+    "summary.json is a directory": ("summary.json", _dir_for_file),
+    "a symlink loop as the newest checkpoint": ("checkpoints", _symlink_loop),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damage_is_refused_naming_the_path_before_anything_changes(tmp_path, case):
+    workdir = tmp_path / "w"
+    assert run(train_cmd(workdir, *SMALL, "--max_epochs=1")).returncode == 0
+    name, damage = DAMAGE[case]
+    damage(workdir / name)
+    before = snapshot(workdir)
+    done = run(train_cmd(workdir, *SMALL, "--max_epochs=2"))
+    assert done.returncode == WorkdirDamagedError.exit_code, done.stderr[-2000:]
+    line = one_line_error(done)
+    assert str(workdir / name) in line
+    assert snapshot(workdir) == before
+
+
+def test_corrupt_newest_checkpoint_is_set_aside_and_written_again(tmp_path):
+    """Defect 1a: the fallback must not leave the corrupt step in place to swallow the next save of it."""
+    workdir = tmp_path / "w"
+    assert run(train_cmd(workdir, *SMALL, "--max_epochs=2")).returncode == 0
+    newest = workdir / "checkpoints" / str(checkpoint_steps(workdir)[-1])
+    for f in (newest / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    done = run(train_cmd(workdir, *SMALL, "--max_epochs=2"))
+    assert done.returncode == 0 and "unreadable" in done.stderr, done.stderr[-2000:]
+    assert checkpoint_steps(workdir)[-1] == int(newest.name)
+    summary = (workdir / "summary.json").read_text()
+    assert str(newest) in summary and (newest / "state").is_dir()
+    again = run(train_cmd(workdir, *SMALL, "--max_epochs=2"))
+    assert again.returncode == 0 and "already trained 2 epochs" in again.stdout  # no retraining any more
+
+
+def test_an_empty_step_directory_does_not_swallow_later_saves(tmp_path):
+    """Defect 1d."""
+    workdir = tmp_path / "w"
+    assert run(train_cmd(workdir, *SMALL, "--max_epochs=1")).returncode == 0
+    (workdir / "checkpoints" / "999").mkdir()
+    done = run(train_cmd(workdir, *SMALL, "--max_epochs=2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert checkpoint_steps(workdir)[-1] == 2 * 32 and 999 not in checkpoint_steps(workdir)
+
+
+def test_steps_never_go_backwards_when_the_training_set_shrinks(tmp_path):
+    """Defect 1c: resuming with another --data_dir (a changeable field) of fewer examples."""
+    import numpy as np
+
+    for name, n in (("big", 300), ("small", 100)):
+        d = tmp_path / name
+        d.mkdir()
+        rng = np.random.default_rng(n)
+        for split, size in (("train", n), ("t10k", 50)):
+            idx.write_idx(str(d / f"{split}-images-idx3-ubyte"), rng.integers(0, 255, (size, 28, 28), np.uint8))
+            idx.write_idx(str(d / f"{split}-labels-idx1-ubyte"), rng.integers(0, 10, size, np.uint8))
+    workdir = tmp_path / "w"
+    common = ["--data_source=idx", "--batch_size=64", "--checkpoint_min_seconds=0"]
+    assert run(train_cmd(workdir, *common, f"--data_dir={tmp_path / 'big'}", "--max_epochs=1")).returncode == 0
+    done = run(train_cmd(workdir, *common, f"--data_dir={tmp_path / 'small'}", "--max_epochs=2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert checkpoint_steps(workdir)[-1] == 5 + 2  # ceil(300/64) + ceil(100/64): counted on, never restarted
+    assert [r["step"] for r in rows(workdir)] == [5, 7]
+
+
+# ------------------------------------------------------------------ disk full
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_with_the_errno_and_loses_nothing(tiny_disk):
+    workdir = tiny_disk / "w"
+    args = [*SMALL, "--num_hiddens=512", "--max_epochs=30"]
+    done = run(train_cmd(workdir, *args))
+    assert done.returncode == StorageError.exit_code, done.stderr[-2000:]
+    line = one_line_error(done)
+    assert "ENOSPC" in line and str(workdir) in line
+    assert leftovers(workdir) == []
+    kept = checkpoint_steps(workdir)
+    assert kept, "the previous checkpoint is intact"
+    before = rows(workdir)
+    again = run(train_cmd(workdir, *args))  # resuming on the full disk
+    assert again.returncode == StorageError.exit_code and leftovers(workdir) == []
+    assert checkpoint_steps(workdir) == kept and rows(workdir) == before
+
+
+# ---------------------------------------------------------------- evaluation
+def test_evaluate_falls_back_past_corrupt_parameters(tmp_path):
+    """Defect 5: the newest checkpoint's parameters are corrupt, an older one is intact."""
+    workdir = tmp_path / "w"
+    assert run(train_cmd(workdir, *SMALL, "--max_epochs=2")).returncode == 0
+    steps = checkpoint_steps(workdir)
+    for f in (workdir / "checkpoints" / str(steps[-1]) / "canonical").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    done = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f'"step": {steps[-2]}' in done.stdout and "cannot be read" in done.stderr
+
+
+@pytest.mark.parametrize("target", ["missing/dir/p.npz", "adir", "", "/proc/p.npz"])
+def test_evaluate_export_to_an_unusable_place_is_one_line(tmp_path, target):
+    """Defect 9: nothing half-written anywhere, exit 2."""
+    workdir = tmp_path / "w"
+    assert run(train_cmd(workdir, *SMALL, "--max_epochs=1")).returncode == 0
+    (tmp_path / "adir").mkdir()
+    path = target if target.startswith("/") or not target else str(tmp_path / target)
+    before = snapshot(tmp_path)
+    done = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}", f"--export={path}"])
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert one_line_error(done).startswith("error: --export: ")
+    assert snapshot(tmp_path) == before
+
+
+def test_evaluate_with_no_checkpoint_and_a_bad_choice(tmp_path):
+    done = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={tmp_path}", "--checkpoint=newest"])
+    assert done.returncode == 2 and one_line_error(done).startswith("error: --checkpoint: ")
+    done = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={tmp_path}"])
+    assert done.returncode == CheckpointError.exit_code
