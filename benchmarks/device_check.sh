@@ -4,11 +4,12 @@
 #   mkdir -p data && cp -r ../shared/data/fashion_mnist data/     # here: data/ is git-ignored, carry it
 #   bash benchmarks/device_check.sh                                # there, from the repo root
 #
-# Writes everything under $OUT (default runs/device): gpu.csv, versions.txt, bench/ (core vs plain JAX
-# vs plain torch, time to result with a cold and a warm compilation cache), precision.jsonl (accuracy
-# and epoch time per --matmul_precision), scaling/ (width and depth), log.txt. Each stage has its
-# own time limit and the stages run cheapest-first by value, so a run cut short still returns the
-# headline figures. Installs this project offline over the image's packages and nothing else.
+# Writes everything under $OUT (default runs/device): gpu.csv, versions.txt, bench/ (core vs plain JAX,
+# the torch backend vs the plain torch loop, time to result with a cold and a warm compilation
+# cache), precision.jsonl (accuracy and epoch time per --matmul_precision), scaling/ (width and
+# depth), log.txt. Each stage has its own time limit and the stages run cheapest-first by value, so
+# a run cut short still returns the headline figures. Installs this project offline over the
+# image's packages and nothing else.
 #
 # QUICK=1 shrinks every stage to a smoke size and SKIP_INSTALL=1 skips the pip step: the test suite
 # runs the script that way on a CPU, so a GPU session does not spend its minutes on a broken script.

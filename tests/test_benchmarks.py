@@ -2,31 +2,84 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
-def test_epoch_time_quick_writes_table(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--epochs=2", "--models=mlp_scratch",
-         "--cases=core,jax_plain,torch_plain,backend_torch,cli_cold,cli_warm", f"--out={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
+def _needs(*modules: str) -> None:
+    """Skip unless these are installed (found, not imported: TensorFlow alone takes ~4 s to import)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+
+
+def _epoch_time(out, cases: str, models: str = "mlp_scratch") -> dict[str, dict]:
+    """Run the harness at --quick size; its results by case (the command must succeed)."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.epoch_time", "--quick", "--epochs=2", f"--models={models}",
+                           f"--cases={cases}", f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    payload = json.load(open(tmp_path / "bench.json"))
-    cases = {r["case"]: r for r in payload["results"]}
-    assert set(cases) == {"core", "jax_plain", "torch_plain", "backend_torch", "cli_cold", "cli_warm"}
-    for r in cases.values():
+    payload = json.load(open(out / "bench.json"))
+    assert payload["failed"] == [], payload["failed"]
+    results = {r["case"]: r for r in payload["results"]}
+    assert set(results) == set(cases.split(","))
+    for r in results.values():
         assert len(r["epoch_seconds"]) == 2 and r["steady_epoch_seconds"] > 0 and r["time_to_result"] > 0
         assert r["final_val_acc"] > 0.3  # every case really trains
+    return results
+
+
+def test_epoch_time_quick_writes_table(tmp_path):
+    cases = _epoch_time(tmp_path, "core,jax_plain,cli_cold,cli_warm")
     assert cases["core"]["peak_rss_mib"] > 0 and cases["jax_plain"]["vs_jax_plain"] == 1.0
+    for name in ("core", "cli_cold", "cli_warm"):  # the run's own figure: the same FLOP count, the same epochs
+        assert cases[name]["gflops"] == pytest.approx(cases[name]["summary_gflops"], rel=1e-9)
     assert os.listdir(tmp_path / "compilation_cache" / "mlp_scratch")  # the cold run filled it for the warm one
     table = (tmp_path / "bench.md").read_text()
     assert "| core | mlp_scratch |" in table and "| cli_warm | mlp_scratch |" in table and "vs jax_plain" in table
+
+
+def test_each_backend_is_compared_with_its_own_frameworks_plain_loop(tmp_path):
+    _needs("mlp_research_torch", "mlp_research_tensorflow", "mlp_research_mxnet")
+    pairs = {"backend_torch": "torch_plain", "backend_tensorflow": "tensorflow_plain", "backend_mxnet": "mxnet_plain"}
+    cases = _epoch_time(tmp_path, ",".join(f"{plain},{backend}" for backend, plain in pairs.items()))
+    table = (tmp_path / "bench.md").read_text()
+    assert "| vs own plain loop |" in table
+    for backend, plain in pairs.items():
+        mine, own = cases[backend], cases[plain]
+        assert mine["own_plain"] == plain and own["vs_own_plain"] is None
+        assert mine["vs_own_plain"] == pytest.approx(mine["steady_epoch_seconds"] / own["steady_epoch_seconds"])
+        assert f"| {backend} | mlp_scratch | {mine['steady_epoch_seconds']:.3f} | - | {mine['vs_own_plain']:.2f}x |" \
+            in table
+        # Same init, batches and SGD: the plain loop reaches the backend's accuracy (1,000 test examples).
+        assert abs(own["final_val_acc"] - mine["final_val_acc"]) <= 0.01, (plain, own["final_val_acc"],
+                                                                            mine["final_val_acc"])
+
+
+def test_plain_loops_train_the_concise_model(tmp_path):
+    """The `mlp` branches: nn.Linear's and Keras's default inits, and mxnet's hybridized gluon layers."""
+    _needs("torch", "tensorflow", "mlp_research_mxnet")
+    cases = _epoch_time(tmp_path, "torch_plain,tensorflow_plain,mxnet_plain", models="mlp")
+    assert {r["model"] for r in cases.values()} == {"mlp"}
+
+
+def test_own_plain_ratio_is_paired_per_round():
+    from benchmarks import epoch_time
+
+    def run(steady):
+        return {"steady_epoch_seconds": steady, "time_to_result": 1.0, "process_seconds": 1.0,
+                "examples_per_second": 1 / steady, "gflops": 1 / steady, "epoch_seconds": [steady]}
+
+    plan = [("mxnet_plain", "mlp"), ("backend_mxnet", "mlp")]
+    runs = {plan[0]: {0: run(2.0), 2: run(1.0)}, plan[1]: {0: run(1.0), 1: run(9.0), 2: run(1.5)}}
+    backend = epoch_time.results_of(plan, runs, failures={})[1]
+    assert backend["rounds_vs_own_plain"] == [0.5, 1.5]  # round 1 has no plain loop to pair with
+    assert backend["vs_own_plain"] == 1.0 and backend["vs_jax_plain"] is None
 
 
 def test_a_case_figures_are_medians_over_rounds():
@@ -56,6 +109,8 @@ def test_scaling_quick_writes_table_with_flop_rates(tmp_path):
     assert [p["num_hiddens"] for p in payload["depth"]] == [[256], [256, 256]]
     for point in payload["width"] + payload["depth"]:
         assert point["gflops"] > 0 and point["epoch_seconds_60k"] > 0
+        # summary.json's achieved_gflops counts the FLOPs the table's "GFLOP per epoch" does
+        assert point["gflops"] == pytest.approx(point["gflop_per_epoch_60k"] / point["epoch_seconds_60k"])
     assert payload["width"][1]["params"] > payload["width"][0]["params"]
     assert "| 256x256 |" in (tmp_path / "scaling.md").read_text()
 
