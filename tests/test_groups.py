@@ -54,9 +54,9 @@ def test_a_member_that_diverges_is_recorded_and_the_others_go_on(tmp_path):
     assert group_summary["best_member"] == "lr=0.001"
     assert [m["diverged"] for m in group_summary["members"]] == [False, True]
     assert json.loads((tmp_path / "lr=1e+06" / "summary.json").read_text())["status"] == "diverged"
-    every = members.expand(base, {"lr": ["100000", "1000000"]}, str(tmp_path / "all"))
+    every = members.expand(base, {"lr": ["1000000", "10000000"]}, str(tmp_path / "all"))
     with pytest.raises(NonFiniteLossError, match="every member"):
-        driver.train(every, str(tmp_path / "all"), axes={"lr": [1e5, 1e6]})
+        driver.train(every, str(tmp_path / "all"), axes={"lr": [1e6, 1e7]})
 
 
 def test_group_outputs_resume_and_refusals_from_the_command_line(tmp_path):

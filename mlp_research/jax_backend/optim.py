@@ -20,17 +20,17 @@ INJECTED = ("learning_rate", "momentum")
 
 
 def learning_rate(config: Config, steps_per_epoch: int, peak: Any = None) -> Any:
-    """The rate optax gets: `peak` (default `config.lr`) itself, or `count -> peak * factor(count)`."""
+    """The rate optax gets: `peak` (default `config.lr`) itself, or `count -> peak * factor(count)`.
+
+    The factor table is the shared schedule's (`schedules.rate_table` at peak 1), and the
+    product is taken on the device in float32 whether `peak` is a number (a single run) or a
+    traced per-member value (a vmapped group), so both compute bit-identical rates.
+    """
     peak = config.lr if peak is None else peak
     if config.schedule == "constant":
         return peak
-    factors = schedules.rate_table(config, steps_per_epoch, peak=1.0)
-    if not isinstance(peak, (int, float)):
-        table = jnp.asarray(factors)
-        return lambda count: peak * table[jnp.minimum(count, table.shape[0] - 1)]
-    # A plain number: the table holds the very rates the plugins compute (peak times factor in float64).
-    rates = jnp.asarray(schedules.rate_table(config, steps_per_epoch, peak=float(peak)))
-    return lambda count: rates[jnp.minimum(count, rates.shape[0] - 1)]
+    table = jnp.asarray(schedules.rate_table(config, steps_per_epoch, peak=1.0))
+    return lambda count: peak * table[jnp.minimum(count, table.shape[0] - 1)]
 
 
 def make_optimizer(config: Config, steps_per_epoch: int, lr: Any = None, momentum: Any = None
