@@ -28,6 +28,11 @@ class BackendInfo:
     distribution_version: str
 
 
+# The backend this distribution ships (the one the kit checks every other against), as registered in
+# pyproject.toml; listed even from a source checkout that was never pip-installed.
+CORE = BackendInfo("jax", "mlp_research.jax_backend.backend:JaxBackend", "mlp-research", "source")
+
+
 def available() -> dict[str, BackendInfo]:
     """Registered backends by name, from installed packages' metadata (no imports)."""
     found: dict[str, BackendInfo] = {}
@@ -39,8 +44,7 @@ def available() -> dict[str, BackendInfo]:
             found[ep.name] = info
         elif first.target != info.target:
             _warn_duplicate(first, info)
-    if "jax" not in found:  # a source checkout that was never pip-installed still has its core backend
-        found["jax"] = BackendInfo("jax", "mlp_research.jax_backend.backend:JaxBackend", "mlp-research", "source")
+    found.setdefault(CORE.name, CORE)  # a source checkout that was never pip-installed still has its core
     return dict(sorted(found.items()))
 
 

@@ -49,7 +49,7 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
           backend: Any = None, on_epoch: EpochHook | None = None, launch: dict | None = None) -> list[dict]:
     """Train every member (one, or a vmapped group) and return their summaries in member order."""
     start = time.perf_counter()
-    members = list(members)
+    members, axes = list(members), axes or {}
     grouped = len(members) > 1 or bool(members[0].name)
     config = members[0].config
     with signals.STOP.scoped() as stop, contextlib.ExitStack() as stack:
@@ -58,27 +58,9 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         primary = process_index(backend) == 0
         alone = process_count(backend) == 1  # with other processes, stops are agreed in the loop
         _stop_point(stop, "start-up", alone)
-        created = _open_workdirs(stack, members, workdir, axes or {}, restart, primary, grouped)
-        try:
-            t0 = time.perf_counter()
-            splits = load_splits(config)
-            data_seconds = time.perf_counter() - t0
-            _stop_point(stop, "loading the data", alone)
-            trainer = _build_trainer(backend, members, splits, grouped)
-            _stop_point(stop, "compiling", alone)
-        except BaseException:
-            if primary:  # a run that failed before writing anything leaves no workdir behind
-                for path in reversed(created):
-                    shutil.rmtree(path, ignore_errors=True)
-            raise
-        if restart and primary:
-            for m in members:
-                workdir_lib.discard(m.workdir)
-        if grouped and primary:
-            members_lib.write_group(workdir, members, axes or {})
-        runs = [MemberRun(m, stack.enter_context(contextlib.closing(
-            Checkpoints(m.workdir, keep=config.keep_checkpoints, keep_best=config.keep_best, primary=primary))))
-            for m in members]
+        created = _open_workdirs(stack, members, workdir, axes, restart, primary, grouped)
+        splits, data_seconds, trainer = _load_and_build(backend, members, grouped, stop, alone, created, primary)
+        runs = _member_runs(stack, members, workdir, axes, restart, grouped, primary)
         loop = RunLoop(runs, trainer, backend, stop, primary, on_epoch)
         resumed = loop.resume()
         run_facts = {"num_train": len(splits.train), "num_eval": len(splits.eval), "eval_split": splits.eval.name,
@@ -89,26 +71,63 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         if config.progress and primary:
             _print_header(config, splits, trainer, run_facts, loop, len(members))
         _open_writers(runs, primary)
-        status = None
-        try:
-            loop.run()
-            status = "success"
-        except NonFiniteLossError:
-            status = "failure"
-            if primary:  # the run is over: say so where compare and TensorBoard look
-                for run in runs:
-                    if run.rows:
-                        _write_member_outputs(run, _summary(loop, run, run_facts, start, "diverged"))
-            raise
-        finally:
-            for run in runs:
-                if run.writer is not None:
-                    run.writer.close("failure" if run.diverged and status else status)
-        summaries = _finish(loop, splits, run_facts, start, primary, workdir if grouped else None, axes or {})
+        _run_loop(loop, run_facts, start, primary)
+        summaries = _finish(loop, splits, run_facts, start, primary, workdir if grouped else None, axes)
         if stop.requested:  # asked to stop while the final outputs were written: they are complete
             raise PreemptedError(f"stopped by {stop.signal_name} after the last epoch; checkpoint "
                                  f"{runs[0].saved} and every output are complete")
         return summaries
+
+
+def _load_and_build(backend: Any, members: Sequence[Member], grouped: bool, stop: signals.StopRequest, alone: bool,
+                    created: Sequence[str], primary: bool) -> tuple[Splits, float, Any]:
+    """The data and the trainer; a run that fails (or stops) here leaves no workdir it created behind."""
+    try:
+        t0 = time.perf_counter()
+        splits = load_splits(members[0].config)
+        data_seconds = time.perf_counter() - t0
+        _stop_point(stop, "loading the data", alone)
+        trainer = _build_trainer(backend, members, splits, grouped)
+        _stop_point(stop, "compiling", alone)
+    except BaseException:
+        if primary:
+            for path in reversed(created):
+                shutil.rmtree(path, ignore_errors=True)
+        raise
+    return splits, data_seconds, trainer
+
+
+def _member_runs(stack: contextlib.ExitStack, members: Sequence[Member], workdir: str, axes: dict[str, list[Any]],
+                 restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
+    """Only now, with flags, data and compilation known good, does any work directory change."""
+    if restart and primary:
+        for m in members:
+            workdir_lib.discard(m.workdir)
+    if grouped and primary:
+        members_lib.write_group(workdir, members, axes)
+    config = members[0].config
+    return [MemberRun(m, stack.enter_context(contextlib.closing(
+        Checkpoints(m.workdir, keep=config.keep_checkpoints, keep_best=config.keep_best, primary=primary))))
+        for m in members]
+
+
+def _run_loop(loop: RunLoop, run_facts: dict, start: float, primary: bool) -> None:
+    """The epochs, then each member's TensorBoard session ended with how the run ended."""
+    status = None
+    try:
+        loop.run()
+        status = "success"
+    except NonFiniteLossError:
+        status = "failure"
+        if primary:  # the run is over: say so where compare and TensorBoard look
+            for run in loop.runs:
+                if run.rows:
+                    _write_member_outputs(run, _summary(loop, run, run_facts, start, "diverged"))
+        raise
+    finally:
+        for run in loop.runs:
+            if run.writer is not None:
+                run.writer.close("failure" if run.diverged and status else status)
 
 
 def _check(backend: Any, members: Sequence[Member], grouped: bool) -> None:

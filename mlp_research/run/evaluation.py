@@ -113,7 +113,7 @@ def evaluate_checkpoint(workdir: str, split: str = "test", data_dir: str | None 
     checkpoints, step, meta = choose(workdir, checkpoint)
     with contextlib.closing(checkpoints):
         flat = dict(meta["config"])
-        written_by = flat.get("backend", "jax")
+        written_by = flat.get("backend", registry.CORE.name)  # checkpoints from before the field existed
         flat.update(backend=backend or written_by, **({"data_dir": data_dir} if data_dir is not None else {}))
         config = evaluation_config(Config.from_flat(flat), same_backend=flat["backend"] == written_by)
         step, meta, canonical = _canonical(checkpoints, step, config, fallback=checkpoint == "latest")

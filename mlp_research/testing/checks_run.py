@@ -100,18 +100,21 @@ def _cross(kit: Kit, writer: str, reader: str, optimizer: str) -> Outcome:
                   f"{ours['test_loss']:.5f} in {reader}, {theirs['test_acc']:.5f}, {theirs['test_loss']:.5f} in {writer}")
 
 
-def _cross_case(direction: str, optimizer: str) -> Case:
+def _cross_case(from_core: bool, optimizer: str) -> Case:
+    """Checkpoints cross between this backend and the core (`registry.CORE`) in one direction."""
+    core = registry.CORE.name
+
     def run(kit: Kit) -> Outcome:
-        if kit.name == "jax" and direction == "jax":
+        if from_core and kit.name == core:
             return skipped("the core evaluates its own checkpoints in every other case")
-        if direction == "jax":  # a JAX checkpoint, trained with an optimiser the backend may not train itself
-            return _cross(kit, "jax", kit.name, optimizer)
+        if from_core:  # a core checkpoint, trained with an optimiser the backend may not train itself
+            return _cross(kit, core, kit.name, optimizer)
         why = kit.supports(optimizer=optimizer)
         if why:
             return skipped(f"not supported: {why}")
-        return _cross(kit, kit.name, "jax", optimizer)
+        return _cross(kit, kit.name, core, optimizer)
 
-    source = "a JAX checkpoint evaluated here" if direction == "jax" else "this backend's checkpoint in JAX"
+    source = f"a {core} checkpoint evaluated here" if from_core else f"this backend's checkpoint in {core}"
     return Case(f"cross-evaluation[{source},{optimizer}]", run)
 
 
@@ -119,6 +122,6 @@ CASES_FIRST = (Case("loads", loads), Case("refuses unsupported options", refusal
                Case("refuses --vmap without group_trainer", vmap_refusal))
 CASES_LAST = (
     Case("driver run and resume", driver_run_and_resume),
-    *(_cross_case("jax", optimizer) for optimizer in ("sgd", "adam", "lamb")),
-    _cross_case("backend", "sgd"),
+    *(_cross_case(True, optimizer) for optimizer in ("sgd", "adam", "lamb")),
+    _cross_case(False, "sgd"),
 )
