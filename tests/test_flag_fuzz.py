@@ -54,6 +54,7 @@ REFUSED = {
     "--synthetic_train_size=1000000000000": "--synthetic_train_size:",
     "--val_fraction=1e-9": "--val_fraction:",
     "--workdir=": "--workdir:",
+    "--coordinator_address=garbage --num_processes=1 --process_id=0": "--coordinator_address:",
 }
 
 
@@ -61,7 +62,7 @@ REFUSED = {
 def test_reported_bad_flags_exit_2_with_one_line_and_leave_nothing(tmp_path, flag):
     workdir = tmp_path / "w"
     args = [sys.executable, "-m", "experiments.train", "--dataset=synthetic"]
-    args += [flag] if flag.startswith("--workdir") else [flag, f"--workdir={workdir}"]
+    args += flag.split() if flag.startswith("--workdir") else [*flag.split(), f"--workdir={workdir}"]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]

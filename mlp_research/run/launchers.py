@@ -114,6 +114,8 @@ def resolve(mode: str, coordinator_address: str | None, num_processes: int | Non
         raise ConfigError(f"--distributed: {mode!r} is not one of {', '.join(MODES)}")
     detected = detect(environ)
     address = coordinator_address or environ.get(ADDRESS_ENV) or None
+    if address is not None:
+        check_address(address, "--coordinator_address" if coordinator_address else f"${ADDRESS_ENV}")
     if detected is None:
         return _from_values(address, num_processes, process_id)
     launch = dataclasses.replace(
@@ -127,6 +129,15 @@ def resolve(mode: str, coordinator_address: str | None, num_processes: int | Non
         raise ConfigError(f"--coordinator_address: {launch.launcher} started {launch.num_processes} processes "
                           "but says nothing of where process 0 runs; give --coordinator_address=HOST:PORT")
     return launch
+
+
+def check_address(address: str, name: str) -> None:
+    """HOST:PORT with a port in 1..65535 (an IPv6 host in brackets), or ConfigError naming where it came from."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or \
+            not re.fullmatch(r"[A-Za-z0-9._:-]+", host):
+        raise ConfigError(f"{name}: {address!r} is not HOST:PORT (e.g. 10.0.0.1:61000 or node1:61000)")
 
 
 def _from_values(address: str | None, num_processes: int | None, process_id: int | None) -> Launch:
