@@ -67,6 +67,7 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
                      "data_source": splits.source, "data_seconds": data_seconds,
                      "compile_seconds": trainer.compile_seconds, "process_index": process_index(backend),
                      "process_count": process_count(backend), "launch": launch or {},
+                     "framework_version": backend.version(),
                      "resumed_from_step": resumed.step if resumed else None}
         if config.progress and primary:
             _print_header(config, splits, trainer, run_facts, loop, len(members))

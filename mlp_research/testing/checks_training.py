@@ -86,7 +86,8 @@ def state_round_trip(kit: Kit) -> Outcome:
     """abstract_state_dict matches state_dict; a restored state continues bit for bit (step and optimiser too)."""
     optimizer = "adam" if not kit.supports(optimizer="adam") else "momentum" if not kit.supports(
         optimizer="momentum") else "sgd"
-    config = kit.config(model="mlp", num_hiddens=(32,), optimizer=optimizer, lr=0.01)
+    # A decaying schedule, so a step counter the load drops shows as another learning rate.
+    config = kit.config(model="mlp", num_hiddens=(32,), optimizer=optimizer, lr=0.01, schedule="cosine")
     first = kit.trainer(config)
     abstract = first.abstract_state_dict()
     train_epochs(first, range(1))

@@ -116,9 +116,10 @@ def run_case(case: Case, kit: Kit) -> Outcome:
 
 @functools.cache
 def all_cases() -> tuple[Case, ...]:
-    from mlp_research.testing import checks_model, checks_run, checks_training
+    from mlp_research.testing import checks_extra, checks_model, checks_run, checks_training
 
-    return (*checks_run.CASES_FIRST, *checks_model.CASES, *checks_training.CASES, *checks_run.CASES_LAST)
+    return (*checks_run.CASES_FIRST, *checks_model.CASES, *checks_training.CASES, *checks_extra.CASES,
+            *checks_run.CASES_LAST)
 
 
 def run_all(kit: Kit, selected: Callable[[Case], bool] = lambda case: True) -> Iterator[tuple[Case, Outcome]]:

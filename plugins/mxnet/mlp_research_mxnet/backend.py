@@ -181,23 +181,25 @@ class MXNetTrainer:
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "step": np.asarray(self.step, np.int32),
-            "params": {k: p.asnumpy() for k, p in self.params.items()},
-            "opt_state": {slot: {k: a.asnumpy() for k, a in arrays.items()} for slot, arrays in self.opt_state.items()},
-        }
+        """{"step", "params", "opt_state"}; plain SGD keeps no state, so "opt_state" is left out (no empty sub-tree)."""
+        state: dict[str, Any] = {"step": np.asarray(self.step, np.int32),
+                                 "params": {k: p.asnumpy() for k, p in self.params.items()}}
+        if self.opt_state:
+            state["opt_state"] = {slot: {k: a.asnumpy() for k, a in arrays.items()}
+                                  for slot, arrays in self.opt_state.items()}
+        return state
 
     def abstract_state_dict(self) -> dict[str, Any]:
         shapes = self.model.state_shapes()
-        return {
-            "step": np.zeros((), np.int32),
-            "params": {k: np.zeros(s, np.float32) for k, s in shapes.items()},
-            "opt_state": self.optimizer.abstract_state(shapes),
-        }
+        state: dict[str, Any] = {"step": np.zeros((), np.int32),
+                                 "params": {k: np.zeros(s, np.float32) for k, s in shapes.items()}}
+        if self.opt_state:
+            state["opt_state"] = self.optimizer.abstract_state(shapes)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._assign(self.params, state["params"])
-        for slot, arrays in self.opt_state.items():
+        for slot, arrays in self.opt_state.items():  # none for plain SGD
             self._assign(arrays, state["opt_state"][slot])
         self.step = int(state["step"])
 

@@ -4,7 +4,7 @@ The training set stays in memory as tensors; each call of `train_chunk` is one
 `tf.function` that loops over the chunk's steps in-graph (a `tf.range` loop,
 i.e. a `tf.while_loop`), gathering each batch with `tf.gather` from the epoch
 order of `mlp_research.batching`, compiled by XLA (`jit_compile=True`, the
-fastest of the loops bench.py measures on CPU). XLA needs one batch shape, so
+fastest of the plain TensorFlow loops measured in benchmarks/plain_loops.py on CPU). XLA needs one batch shape, so
 the short last batch of an epoch is padded and its padding weighted 0: its
 loss is still the mean over its own examples. Metric sums are loop carries
 added to `tf.Variable`s: nothing syncs with the host until `epoch_sums()`.
@@ -147,6 +147,11 @@ class TensorFlowTrainer:
         with tf.device(self.device.name):
             x, y = tf.constant(images, tf.float32), tf.constant(labels, tf.int32)
         return self._sums(*self._eval(x, y))
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The model's outputs with the current parameters (the backend kit's parity checks)."""
+        with tf.device(self.device.name):
+            return self.model(tf.constant(images, tf.float32)).numpy()
 
     def evaluate_eval_split(self) -> Sums:
         return self._sums(*self._eval(self.eval_x, self.eval_y))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
 from mlp_research.config import Config
+from mlp_research.testing.kit import Kit
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -15,6 +16,14 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="module")
+def kit() -> Iterator[Kit]:
+    """The conformance kit on the registered torch backend, shared by a module's cases."""
+    kit = Kit("torch")
+    yield kit
+    kit.close()
 
 
 @pytest.fixture

@@ -1,0 +1,60 @@
+"""The numpy backend with one small, deliberate bug each: the kit must fail every one, saying what is wrong.
+
+Each variant is the kind of slip a backend author makes while reading the
+specification: a constant copied from another framework, a data loader that
+does not shuffle the shared way, a restore that forgets part of the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kit_backends.numpy_backend import NumpyBackend, NumpyTrainer
+
+
+class LeakySlopeTrainer(NumpyTrainer):
+    """leaky_relu with slope 0.02 (the specification's is 0.01)."""
+
+    LEAKY_SLOPE = 0.02
+
+
+class SequentialOrderTrainer(NumpyTrainer):
+    """Batches in the stored order of the training set, ignoring `batching.epoch_order`."""
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        return np.arange(self.layout.order_length, dtype=np.int32) % self.layout.num_train
+
+
+class DropsOptimizerStateTrainer(NumpyTrainer):
+    """load_state_dict restores parameters and step counter but keeps this trainer's own momentum trace."""
+
+    def load_state_dict(self, state: Any) -> None:
+        trace = self.trace
+        super().load_state_dict(state)
+        self.trace = trace
+
+
+class DropsStepCounterTrainer(NumpyTrainer):
+    """load_state_dict restores parameters and momentum trace but keeps this trainer's own step counter."""
+
+    def load_state_dict(self, state: Any) -> None:
+        step = self.step
+        super().load_state_dict(state)
+        self.step = step
+
+
+def backend_for(trainer_class: type[NumpyTrainer]) -> NumpyBackend:
+    """A numpy backend object whose runs use `trainer_class`."""
+    backend = NumpyBackend()
+    backend.trainer_class = trainer_class
+    return backend
+
+
+VARIANTS = {
+    "leaky_relu slope 0.02": LeakySlopeTrainer,
+    "sequential batches": SequentialOrderTrainer,
+    "load_state_dict drops the optimiser state": DropsOptimizerStateTrainer,
+    "load_state_dict drops the step counter": DropsStepCounterTrainer,
+}

@@ -1,0 +1,149 @@
+"""The conformance kit checked on itself, and the JAX core checked by it.
+
+A kit that passes everything proves nothing, so it is held against a backend
+written from the documentation alone (tests/kit_backends/numpy_backend.py):
+that backend must pass every case that applies to it and be skipped, with the
+reason, on what it does not declare; and each of a few one-line bugs in it
+must fail named cases whose text says what is wrong. The JAX core runs the
+kit like any plugin, and `python -m mlp_research.testing.check_backend` is
+checked from the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from kit_backends import broken
+from mlp_research.testing import checks_extra
+from kit_backends.numpy_backend import NumpyBackend
+
+from mlp_research.optimizers import SUPPORTED
+from mlp_research.testing import checks_model, checks_training
+from mlp_research.testing import kit as kit_lib
+
+REPO = Path(__file__).resolve().parents[1]
+UNDECLARED = [name for name in SUPPORTED if name not in NumpyBackend.optimizers]
+# What the numpy backend is skipped on, and nothing else: it is handed to the kit as an object (no entry
+# point), declares two optimisers, and has no framework default of its own for the concise model.
+EXPECTED_SKIPS = {
+    "loads", "init[mlp,default]", *(f"training[mlp,{name}]" for name in UNDECLARED),
+    "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
+    "init shape[mlp,zeros]",
+    *(f"training[mlp,{name},wd=0.01,cosine,momentum=0.8]" for name in UNDECLARED),
+}
+ROUND_TRIPS = {f"state round trip, leaf by leaf[{model}]" for model in ("mlp_scratch", "mlp")}
+# The cases a bug in training or the model can show in (initial statistics, registration, the driver and
+# cross-evaluation cannot see any of the variants, and cost the most).
+VARIANT_CASES = [case for case in (*checks_model.CASES, *checks_training.CASES, *checks_extra.CASES)
+                 if not case.name.startswith(("init[", "init shape"))]
+
+
+@pytest.fixture(scope="module")
+def numpy_kit() -> Iterator[kit_lib.Kit]:
+    kit = kit_lib.Kit(NumpyBackend())
+    yield kit
+    kit.close()
+
+
+@pytest.fixture(scope="module")
+def jax_kit() -> Iterator[kit_lib.Kit]:
+    kit = kit_lib.Kit("jax")
+    yield kit
+    kit.close()
+
+
+@pytest.mark.parametrize("case", kit_lib.pytest_cases())
+def test_a_backend_written_from_the_documentation_passes_the_kit(case: kit_lib.Case, numpy_kit: kit_lib.Kit) -> None:
+    outcome = kit_lib.run_case(case, numpy_kit)
+    if case.name in EXPECTED_SKIPS:
+        assert outcome.status == "skip", f"{case.name} should be skipped: {outcome}"
+        if "training" in case.name:
+            assert "is not available in the numpy backend; choose one of sgd, momentum" in outcome.detail
+        pytest.skip(outcome.detail)
+    assert outcome.status == "pass", f"{case.name}: {outcome.detail} ({outcome.figure})"
+
+
+def _failures(variant: str) -> dict[str, str]:
+    kit = kit_lib.Kit(broken.backend_for(broken.VARIANTS[variant]))
+    try:
+        outcomes = {case.name: kit_lib.run_case(case, kit) for case in VARIANT_CASES}
+    finally:
+        kit.close()
+    return {name: outcome.detail for name, outcome in outcomes.items() if outcome.status == "fail"}
+
+
+def _extra_training() -> set[str]:
+    """The extra training cases the numpy backend runs: every activation, and sgd and momentum."""
+    settings = {f"training[mlp,{name},wd=0.01,cosine,momentum=0.8]" for name in NumpyBackend.optimizers}
+    return settings | {case.name for case in checks_extra.CASES
+                       if case.name.startswith("training[mlp,sgd,") and "wd=" not in case.name}
+
+
+def test_a_wrong_activation_constant_fails_the_leaky_relu_cases() -> None:
+    failures = _failures("leaky_relu slope 0.02")
+    assert set(failures) == {"logits[mlp_scratch,leaky_relu,2 layers]", "logits[mlp,leaky_relu,2 layers]",
+                             "activation values[leaky_relu]", "training[mlp,sgd,leaky_relu]"}
+    assert failures["logits[mlp,leaky_relu,2 layers]"].startswith("logits differ from the spec by ")
+    assert "leaky_relu(-25) gives -0.5" in failures["activation values[leaky_relu]"]
+    assert "the spec's -0.25" in failures["activation values[leaky_relu]"]
+
+
+def test_a_data_order_other_than_epoch_order_fails_every_training_case() -> None:
+    failures = _failures("sequential batches")
+    kit_cases = {"training[mlp_scratch,sgd]", "training[mlp,sgd]", "training[mlp,momentum]"}
+    assert set(failures) == kit_cases | _extra_training() | {"uneven chunks"}
+    for name in kit_cases | {"uneven chunks"}:
+        assert re.search(r"count/correct.* the spec's .*\(data order, batch rule or loss before the update\?\)",
+                         failures[name]), failures[name]
+
+
+def test_a_restore_that_drops_the_optimiser_state_fails_the_round_trips() -> None:
+    failures = _failures("load_state_dict drops the optimiser state")
+    assert set(failures) == {"state_dict round trip", *ROUND_TRIPS}
+    assert "load_state_dict must restore the parameters, the optimiser state" in failures["state_dict round trip"]
+    for name in ROUND_TRIPS:
+        assert failures[name].endswith("the state loaded in its leaf ['opt']['trace']['W1']"), failures[name]
+
+
+def test_a_restore_that_drops_the_step_counter_fails_the_round_trips() -> None:
+    """The kit's round trip continues under a decaying schedule, so a lost step counter is another learning rate;
+    the leaf-by-leaf round trip names the leaf."""
+    failures = _failures("load_state_dict drops the step counter")
+    assert set(failures) == {"state_dict round trip", *ROUND_TRIPS}
+    assert "step counter" in failures["state_dict round trip"]
+    for name in ROUND_TRIPS:
+        assert failures[name].endswith("differs from the state loaded in its leaf ['step']"), failures[name]
+
+
+@pytest.mark.parametrize("case", kit_lib.pytest_cases())
+def test_the_jax_core_passes_the_kit(case: kit_lib.Case, jax_kit: kit_lib.Kit) -> None:
+    kit_lib.assert_case(case, jax_kit)
+
+
+def _check_backend(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlp_research.testing.check_backend", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_command_line_prints_a_line_per_check_and_a_summary() -> None:
+    done = _check_backend("jax", "--only=logits,training[mlp,sgd]")
+    assert done.returncode == 0, done.stdout + done.stderr
+    *lines, summary = done.stdout.strip().splitlines()
+    want = [case.name for case in kit_lib.all_cases() if case.name.startswith(("logits", "training[mlp,sgd]"))]
+    assert len(want) == 21 and "training[mlp,sgd]" in want
+    parsed = [re.fullmatch(r"(PASS|FAIL|SKIP)  (.+?)  \((.+)\)", line) for line in lines]
+    assert all(parsed), lines
+    assert [m.group(2) for m in parsed] == want and {m.group(1) for m in parsed} == {"PASS"}
+    assert re.fullmatch(r"jax: 21 passed, 0 failed, 0 skipped of 21 checks in \d+ s", summary), summary
+
+
+def test_the_command_line_refuses_an_unknown_backend_with_one_line() -> None:
+    done = _check_backend("no_such_backend")
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: --backend: unknown backend 'no_such_backend'; installed: "), done.stderr
