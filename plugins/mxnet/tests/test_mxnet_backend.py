@@ -29,7 +29,7 @@ from mlp_research.data import load_splits
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.run.driver import train_and_evaluate
 from mlp_research.run.evaluation import evaluate_checkpoint
-from mlp_research.testing.kit import Case, Kit, pytest_cases, run_case
+from mlp_research.testing.kit import Case, Kit, assert_case, pytest_cases
 
 REPO = Path(__file__).resolve().parents[3]
 # What mxnet may be skipped on: the concise model's default is gluon's own (checked below), zeros are exact.
@@ -47,10 +47,7 @@ def kit() -> Iterator[Kit]:
 @pytest.mark.parametrize("case", pytest_cases())
 def test_conformance(case: Case, kit: Kit) -> None:
     """Every kit case, cross-evaluations of JAX's sgd, adam and lamb checkpoints included, runs and passes."""
-    outcome = run_case(case, kit)
-    if outcome.status == "skip" and case.name in MAY_SKIP:
-        pytest.skip(outcome.detail)
-    assert outcome.status == "pass", f"{case.name}: {outcome.status} -- {outcome.detail} ({outcome.figure})"
+    assert_case(case, kit, allowed_skips=MAY_SKIP)
 
 
 def tiny_config(**overrides) -> Config:

@@ -28,14 +28,14 @@ from mlp_research.data import load_splits
 from mlp_research.spec import ACTIVATIONS
 from mlp_research.testing import reference
 from mlp_research.testing.checks_training import train_epochs
-from mlp_research.testing.kit import Case, Kit, pytest_cases, random_canonical, run_case
+from mlp_research.testing.kit import Case, Kit, assert_case, pytest_cases, random_canonical
 
 REPO = Path(__file__).resolve().parents[3]
 TF_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 # What TensorFlow may be skipped on: the concise model's default is Keras' own (checked below), zeros are
 # exact, and activation values need the optional logits() (checked below on the model's functions).
 MAY_SKIP = {"init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
-            "init shape[mlp,zeros]", *(f"activation values[{a}]" for a in ACTIVATIONS)}
+            "init shape[mlp,zeros]"}
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,7 @@ def kit() -> Iterator[Kit]:
 @pytest.mark.parametrize("case", pytest_cases())
 def test_conformance(case: Case, kit: Kit) -> None:
     """Every kit case, cross-evaluations of JAX's sgd, adam and lamb checkpoints included, runs and passes."""
-    outcome = run_case(case, kit)
-    if outcome.status == "skip" and case.name in MAY_SKIP:
-        pytest.skip(outcome.detail)
-    assert outcome.status == "pass", f"{case.name}: {outcome.status} -- {outcome.detail} ({outcome.figure})"
+    assert_case(case, kit, allowed_skips=MAY_SKIP)
 
 
 def small_config(**overrides) -> Config:

@@ -26,7 +26,7 @@ from mlp_research.run.driver import train_and_evaluate
 from mlp_research.run.evaluation import evaluate_checkpoint
 from mlp_research.spec import ACTIVATIONS
 from mlp_research.testing.checks_training import train_epochs
-from mlp_research.testing.kit import Case, Kit, pytest_cases, run_case
+from mlp_research.testing.kit import Case, Kit, assert_case, pytest_cases
 
 TIMING = ("seconds", "examples_per_second")
 # What torch may be skipped on: the concise model's default is torch's own (checked below), zeros are exact.
@@ -37,10 +37,7 @@ MAY_SKIP = {"init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scra
 @pytest.mark.parametrize("case", pytest_cases())
 def test_conformance(case: Case, kit: Kit) -> None:
     """Every kit case, cross-evaluations of JAX's sgd, adam and lamb checkpoints included, runs and passes."""
-    outcome = run_case(case, kit)
-    if outcome.status == "skip" and case.name in MAY_SKIP:
-        pytest.skip(outcome.detail)
-    assert outcome.status == "pass", f"{case.name}: {outcome.status} -- {outcome.detail} ({outcome.figure})"
+    assert_case(case, kit, allowed_skips=MAY_SKIP)
 
 
 def rows_without_time(workdir: str | os.PathLike) -> list[dict]:
