@@ -76,6 +76,8 @@ class Config:
     steps_per_chunk: int = _field(0, "run", "Training steps per chunk, the steps one backend call trains; a "
                                   "stop request takes effect between chunks (0: a whole epoch).")
     progress: bool = _field(True, "run", "Print a line per epoch.")
+    plot: bool = _field(True, "run", "Write curves.png at the end (metrics.jsonl holds every value either way; "
+                        "sweeps of many runs save ~1 s per run without it).")
     vmap_batched: bool = _field(False, "run", "Train a --vmap group with batched kernels (jax.vmap): faster on "
                                 "accelerators, equal to single runs only to float rounding; default: members one "
                                 "after another in one compiled program, bit-identical to single runs.")

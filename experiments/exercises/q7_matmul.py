@@ -1,6 +1,6 @@
 """Q7: matmul speed at aligned and misaligned sizes (1024-1032, 2048/2049, 4096/4097).
 
-Command: python -m experiments.report --workdir=runs/report --only=q7 [--smoke]
+Command: python -m experiments.report --only=q7 [--smoke]
 Measures: GFLOP/s of float32 square matmuls with JAX (default device) and numpy (host),
 stored per device label in q7_matmul/results.json so CPU and GPU columns sit side by side.
 """

@@ -1,6 +1,6 @@
 """Q8: memory bandwidth by measurement (streaming copy and triad) and the bus width it implies.
 
-Command: python -m experiments.report --workdir=runs/report --only=q8 [--smoke]
+Command: python -m experiments.report --only=q8 [--smoke]
 Measures: GB/s of copy and triad over arrays far larger than the caches, with JAX (default
 device) and numpy (host), stored per device label in q8_bandwidth/results.json.
 """

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlp_research.files import atomic_write
+
 # Memory transfer rates (million transfers per second) used to turn a measured
 # bandwidth into an implied bus width. They are assumptions, stated in the report.
 TRANSFER_RATES_MT = {
@@ -141,21 +143,25 @@ def implied_bus_widths(gb_per_s: float, platform_name: str) -> list[dict]:
 
 def store(path: str, label: str, payload: dict) -> dict:
     """Merge `payload` under `label` into the JSON file at `path`; returns every label's results."""
-    data = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)
+    data = load(path)
     data[label] = payload
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
     return data
 
 
 def load(path: str) -> dict:
+    """Every label's stored results; an unreadable file is ignored with a warning (measured again)."""
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as e:
+        from mlp_research.errors import warn
+
+        warn(f"{path}: unreadable ({' '.join(str(e).split())[:120]}); measuring again")
+        return {}

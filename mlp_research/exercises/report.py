@@ -1,8 +1,10 @@
-"""Render REPORT.md from the sections the question runners produced.
+"""REPORT.md and report.json from the sections the question modules produced, and their publication.
 
 One section per question: the question, its setup, tables, figures linked
 relative to the report (so the work directory can be moved or published
-whole), the computed answer and the hardware the numbers came from.
+whole), the computed answer and the hardware the numbers came from. report.json
+holds the headline numbers in a stable form for tools and for review. Every
+path the published report names is relative to the repository.
 """
 
 from __future__ import annotations
@@ -11,19 +13,26 @@ import dataclasses
 import json
 import os
 import platform
+import re
+import shutil
 import time
 from typing import Sequence
 
+from mlp_research.errors import ConfigError, warn
 from mlp_research.exercises.common import Section, Table, fmt
 from mlp_research.exercises.hardware import device_label, host_label
+from mlp_research.exercises.stats import NOISE_RULE
+from mlp_research.files import atomic_write
+from mlp_research.run.summary import REPO_ROOT, provenance
 
 REPORT = "REPORT.md"
+REPORT_JSON = "report.json"
+REPORT_FORMAT = 1
+MAX_PUBLISHED_BYTES = 5 * 2**20
 
 
 def markdown_table(table: Table) -> str:
-    lines = []
-    if table.caption:
-        lines.append(f"*{table.caption}*\n")
+    lines = [f"*{table.caption}*\n"] if table.caption else []
     lines.append("| " + " | ".join(table.headers) + " |")
     lines.append("|" + "|".join(" --- " for _ in table.headers) + "|")
     for row in table.rows:
@@ -44,6 +53,11 @@ def render_failure(qid: str, error: str) -> str:
     return f"## {qid.upper()}. (failed)\n\nThis experiment failed: `{error}`. Rerun it with `--only={qid}`."
 
 
+def repo_relative(path: str) -> str:
+    """`path` relative to the repository (what a reader of the published report can follow)."""
+    return os.path.relpath(os.path.abspath(path), REPO_ROOT) if path else path
+
+
 def render_report(sections: Sequence[Section], failures: dict[str, str], mode: str, data: str,
                   seconds: float, order: Sequence[str]) -> str:
     import jax
@@ -51,45 +65,97 @@ def render_report(sections: Sequence[Section], failures: dict[str, str], mode: s
     header = [
         "# MLP exercises: measured answers",
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `python -m experiments.report` ({mode} size), "
-        f"in {seconds / 60:.1f} minutes of this run (reused trials are not counted).",
+        f"in {seconds / 60:.1f} minutes of this run (reused trials are not counted); code "
+        f"{provenance()['commit'][:12]}.",
         f"**Data:** {data}. Every choice uses the validation split carved from the training set; test accuracy is "
         "reported alongside but never used to choose.",
+        f"**Noise rule:** settings are compared over several seeds (mean ± sample std); {NOISE_RULE}.",
         f"**Hardware:** JAX default device {device_label()}; host {host_label()}; Python {platform.python_version()}, "
         f"jax {jax.__version__}.",
     ]
     by_id = {s.qid: s for s in sections}
-    body = []
-    for qid in order:
-        if qid in by_id:
-            body.append(render_section(by_id[qid]))
-        elif qid in failures:
-            body.append(render_failure(qid, failures[qid]))
+    body = [render_section(by_id[q]) if q in by_id else render_failure(q, failures[q])
+            for q in order if q in by_id or q in failures]
     return "\n\n".join(header) + "\n\n" + "\n\n".join(body) + "\n"
+
+
+def report_json(sections: Sequence[Section], failures: dict[str, str], mode: str, seconds: float) -> dict:
+    """The headline numbers: provenance, then one entry per question (its `headline` and wall time)."""
+    code = provenance()
+    out = {"format": REPORT_FORMAT, "commit": code["commit"], "dirty": code["dirty"],
+           "generated": time.strftime("%Y-%m-%d"), "mode": mode, "device": device_label(), "host": host_label(),
+           "wall_seconds": seconds, "sections_seconds": sum(s.seconds for s in sections)}
+    for s in sections:
+        out[s.qid] = {**s.headline, "title": s.title, "seconds": s.seconds}
+    for qid, error in failures.items():
+        out[qid] = {"failed": error}
+    return json.loads(json.dumps(out, default=_plain))
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
 
 
 def save_section(workdir: str, section: Section) -> None:
     """Keep a rendered section, so `--only` runs can rebuild the full report without rerunning the others."""
     path = os.path.join(workdir, "sections", f"{section.qid}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(dataclasses.asdict(section), f, indent=1, default=str)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(dataclasses.asdict(section), indent=1, default=_plain) + "\n")
 
 
 def load_section(workdir: str, qid: str) -> Section | None:
+    """A stored section; None if absent, and None with a warning if unreadable (rerun that question)."""
     path = os.path.join(workdir, "sections", f"{qid}.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        data = json.load(f)
-    data["tables"] = [Table(**t) for t in data["tables"]]
-    return Section(**data)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        data["tables"] = [Table(**t) for t in data["tables"]]
+        return Section(**data)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        warn(f"{path}: unreadable stored section ({' '.join(str(e).split())[:100]}); ignored, rerun --only={qid}")
+        return None
 
 
-def write_report(workdir: str, text: str) -> str:
+def write_outputs(workdir: str, text: str, record: dict) -> str:
     path = os.path.join(workdir, REPORT)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
+    atomic_write(os.path.join(workdir, REPORT_JSON), json.dumps(record, indent=1, sort_keys=False) + "\n")
     return path
+
+
+def absolute_paths(text: str, workdir: str) -> list[str]:
+    """Absolute paths of this machine that a published text must not name."""
+    roots = {os.path.abspath(REPO_ROOT), os.path.abspath(workdir), os.path.dirname(os.path.abspath(REPO_ROOT)),
+             os.path.expanduser("~")}
+    return sorted({r for r in roots if len(r) > 1 and r in text})
+
+
+def publish(workdir: str, target: str) -> list[str]:
+    """Copy REPORT.md, report.json and the figures REPORT.md links into `target` (its old figures removed)."""
+    with open(os.path.join(workdir, REPORT)) as f:
+        text = f.read()
+    with open(os.path.join(workdir, REPORT_JSON)) as f:
+        record = f.read()
+    leaked = absolute_paths(text + record, workdir)
+    if leaked:
+        raise ConfigError(f"--publish: the report names absolute paths of this machine ({', '.join(leaked)})")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    size = len(text) + len(record) + sum(os.path.getsize(os.path.join(workdir, link)) for link in links)
+    if size > MAX_PUBLISHED_BYTES:
+        raise ConfigError(f"--publish: the report with its figures is {size / 2**20:.1f} MB, over the "
+                          f"{MAX_PUBLISHED_BYTES / 2**20:.0f} MB budget")
+    shutil.rmtree(os.path.join(target, "figures"), ignore_errors=True)
+    written = []
+    for link in links:
+        os.makedirs(os.path.dirname(os.path.join(target, link)), exist_ok=True)
+        shutil.copyfile(os.path.join(workdir, link), os.path.join(target, link))
+        written.append(os.path.join(target, link))
+    atomic_write(os.path.join(target, REPORT), text)
+    atomic_write(os.path.join(target, REPORT_JSON), record)
+    return [os.path.join(target, REPORT), os.path.join(target, REPORT_JSON), *written]

@@ -1,173 +1,219 @@
-"""Joint hyperparameter search with Optuna: TPE sampling plus Hyperband pruning on validation accuracy.
+"""Joint hyperparameter search with Optuna, shared by any number of worker processes.
 
-Every trial trains on the training split and reports validation accuracy after
-each epoch; Hyperband stops trials that trail their peers at the same epoch, so
-most of the budget goes to promising configurations. The study lives in an
-SQLite file in the workdir: rerunning continues it (finished trials are kept),
-and a database URL instead lets many workers share it. The test split is
-evaluated once, for the chosen configuration only.
+Every trial is one run of the driver in `trials/trial_<n>/`, trained on the
+training split and reporting validation accuracy after each epoch; Hyperband
+stops trials that trail their peers at the same epoch. The study lives in an
+Optuna RDB storage: an SQLite file in the workdir by default (the workers of
+one machine), or any database URL (workers on several machines). Each running
+trial sends heartbeats; a trial whose worker died (kill -9 included) goes stale,
+is marked failed by the next worker that looks, and is retried with the same
+parameters (Optuna's retry callback for stale trials), resuming from the dead trial's
+checkpoints. Exactly `n_trials` trials finish however the workers race: a
+trial that starts when `n_trials` others already finished or run gives up its
+slot before training (it is recorded as failed with the user attribute
+"surplus"). Every trial of one study trains for the same number of epochs,
+because pruning compares trials at equal epochs, which is fair only when their
+learning-rate schedules have the same length.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from typing import Any, Callable
 
-import jax
-import numpy as np
 import optuna
 
 from mlp_research.config import Config
-from mlp_research.data import Splits
-from mlp_research.exercises.vmap_sweep import train_group
-from mlp_research.jax_backend.models import build_model, from_canonical
-from mlp_research.jax_backend import step as step_lib
-from mlp_research.jax_backend.placement import pad_eval
+from mlp_research.run.workdir import CHECKPOINT_DIR
 
 Log = Callable[[str], None]
-FINAL = "final.json"
+# The rate each optimiser's sampled factor multiplies: one `lr_factor` distribution serves every
+# optimiser (Optuna's importance needs one distribution per parameter), and the factor's effect
+# can be compared across optimisers.
+REFERENCE_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3,
+                "adagrad": 0.01, "lamb": 1e-3}
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+LIVE = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
+
+@dataclasses.dataclass
+class StudySpec:
+    """Everything a worker process needs to join the study (written as JSON for spawned workers)."""
+
+    storage: str
+    study_name: str
+    n_trials: int
+    base: dict  # the flat base config
+    space: dict
+    trials_dir: str
+    seed: int = 0
+    n_startup: int = 8
+    heartbeat_seconds: int = 5
+    grace_seconds: int = 30
+    max_retry: int = 2
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudySpec":
+        return cls(**json.loads(text))
+
+
+class Surplus(Exception):
+    """A trial that started after `n_trials` others were already finished or running: it does not train."""
+
+
+def default_storage(workdir: str) -> str:
+    return f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
+
+
+# Optuna 4.9 renamed the retry callback and its storage argument; older releases know only the first names.
+RETRY = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+RETRY_ARGUMENT = ("heartbeat_stale_trial_callback" if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+                  else "failed_trial_callback")
+
+
+def make_storage(spec: StudySpec) -> optuna.storages.RDBStorage:
+    """The RDB storage with heartbeats and retries of trials whose worker died."""
+    engine = {"connect_args": {"timeout": 120}} if spec.storage.startswith("sqlite") else None
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RETRY(spec.max_retry, inherit_intermediate_values=True)
+        return optuna.storages.RDBStorage(spec.storage, engine_kwargs=engine,
+                                          heartbeat_interval=spec.heartbeat_seconds, grace_period=spec.grace_seconds,
+                                          **{RETRY_ARGUMENT: retry})
+
+
+def open_study(spec: StudySpec, worker: int = 0) -> optuna.Study:
+    """The shared study; each worker samples with its own seed, so workers never draw the same points."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():  # multivariate/group TPE is "experimental" in Optuna's terms
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=spec.seed + 1000 * worker, n_startup_trials=spec.n_startup,
+                                             multivariate=True, group=True, constant_liar=True)
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(spec.space["epochs"]),
+                                            reduction_factor=3)
+    return optuna.create_study(study_name=spec.study_name, storage=make_storage(spec), sampler=sampler,
+                               pruner=pruner, direction="maximize", load_if_exists=True)
 
 
 def sample_config(trial: optuna.trial.BaseTrial, base: Config, space: dict) -> Config:
-    """One point of the search space (see the q5 experiment file for its fields)."""
+    """One point of the search space (see experiments/exercises/q5_joint_search.py for its fields)."""
     optimizer = trial.suggest_categorical("optimizer", list(space["optimizers"]))
-    lo, hi = space["lr_range"][optimizer]
-    lr = trial.suggest_float("lr", lo, hi, log=True)
-    depth = trial.suggest_int("depth", space["depth_range"][0], space["depth_range"][1])
-    widths = tuple(trial.suggest_categorical(f"width_{i + 1}", list(space["widths"])) for i in range(depth))
+    factor = trial.suggest_float("lr_factor", *space["lr_factor_range"], log=True)
+    depth = trial.suggest_int("depth", *space["depth_range"])
+    width = trial.suggest_categorical("width", list(space["widths"]))
     values: dict[str, Any] = dict(
-        optimizer=optimizer, lr=lr, num_hiddens=widths,
+        optimizer=optimizer, lr=REFERENCE_LR[optimizer] * factor, num_hiddens=(width,) * depth,
         activation=trial.suggest_categorical("activation", list(space["activations"])),
         batch_size=trial.suggest_categorical("batch_size", list(space["batch_sizes"])),
-        max_epochs=trial.suggest_categorical("max_epochs", list(space["epochs"])),
-    )
+        schedule=trial.suggest_categorical("schedule", list(space["schedules"])),
+        max_epochs=int(space["epochs"]))
+    values["warmup_epochs"] = float(space.get("warmup_epochs", 1.0)) if values["schedule"] == "warmup_cosine" else 0.0
     if space.get("weight_decay_range"):
-        lo, hi = space["weight_decay_range"]
-        values["weight_decay"] = trial.suggest_float("weight_decay", lo, hi, log=True)
+        values["weight_decay"] = trial.suggest_float("weight_decay", *space["weight_decay_range"], log=True)
     return base.replace(**values)
 
 
-def grid_size(space: dict, lr_points: int = 10, wd_points: int = 5) -> int:
-    """How many configurations a coarse grid over the same space would have (for the report)."""
-    widths = len(space["widths"])
-    depth_combos = sum(widths**d for d in range(space["depth_range"][0], space["depth_range"][1] + 1))
-    n = (len(space["optimizers"]) * lr_points * depth_combos * len(space["activations"]) * len(space["batch_sizes"])
-         * len(space["epochs"]))
-    return n * (wd_points if space.get("weight_decay_range") else 1)
-
-
-def open_study(workdir: str, name: str, seed: int, max_epochs: int, storage: str = "",
-               n_startup: int = 8) -> optuna.Study:
-    """The SQLite-backed (or `storage` URL) study; `n_startup` random trials before TPE models the rest."""
-    os.makedirs(workdir, exist_ok=True)
-    storage = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
-    with warnings.catch_warnings():  # multivariate/group TPE is "experimental" in Optuna's terms
+def trial_dir(spec: StudySpec, study: optuna.Study, trial: optuna.Trial) -> str:
+    """A retried trial trains in its original's directory, so it resumes from the checkpoints left there."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup,
-                                             multivariate=True, group=True)
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction="maximize", load_if_exists=True)
+        original = RETRY.retried_trial_number(frozen)
+    return os.path.join(spec.trials_dir, f"trial_{trial.number if original is None else original}")
+
+
+def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    ahead = [t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number < trial.number]
+    return len(ahead) >= n_trials
+
+
+class Objective:
+    """Trains one sampled configuration through the driver, reporting val_acc per epoch to the pruner."""
+
+    def __init__(self, spec: StudySpec, study: optuna.Study, log: Log, worker: int = 0):
+        self.spec, self.study, self.log, self.worker = spec, study, log, worker
+        self.base = Config.from_flat(spec.base)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from mlp_research.run import driver
+
+        if _surplus(self.study, trial, self.spec.n_trials):
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"trial {trial.number}: {self.spec.n_trials} trials already finished or running")
+        config = sample_config(trial, self.base, self.spec.space)
+        workdir = trial_dir(self.spec, self.study, trial)
+        trial.set_user_attr("config", json.loads(json.dumps(config.to_flat())))
+        trial.set_user_attr("workdir", os.path.basename(workdir))
+        trial.set_user_attr("worker", self.worker)
+        t0 = time.perf_counter()
+        before = float(trial.user_attrs.get("seconds", 0.0))  # a retry carries its dead attempt's time
+
+        def on_epoch(epoch: int, rows: list) -> None:
+            acc = rows[0].val_acc
+            trial.report(acc if math.isfinite(rows[0].val_loss) else 0.0, epoch)
+            trial.set_user_attr("epochs_trained", epoch)
+            trial.set_user_attr("seconds", before + time.perf_counter() - t0)
+            if trial.should_prune():
+                self.log(f"[q5 w{self.worker}] trial {trial.number}: pruned after epoch {epoch} at val_acc "
+                         f"{acc:.4f} ({describe(config)}, {time.perf_counter() - t0:.1f} s)")
+                shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
+                raise optuna.TrialPruned()
+
+        from mlp_research.errors import NonFiniteLossError
+
+        try:
+            summary = driver.train_and_evaluate(config, workdir, on_epoch=on_epoch)
+        except NonFiniteLossError:
+            self.log(f"[q5 w{self.worker}] trial {trial.number}: diverged ({describe(config)})")
+            return 0.0
+        value = summary["final"]["val_acc"]
+        self.log(f"[q5 w{self.worker}] trial {trial.number}: val_acc {value:.4f} after {summary['final']['epoch']} "
+                 f"epochs ({describe(config)}, {time.perf_counter() - t0:.1f} s)")
+        return float(value)
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {s.name: states.count(s) for s in optuna.trial.TrialState}
+
+
+def run_worker(spec: StudySpec, worker: int = 0, log: Log = print, poll_seconds: float = 1.0) -> int:
+    """Work on the study until exactly `n_trials` trials finished; returns how many this worker ran.
+
+    While the last trials run elsewhere the worker waits, failing stale trials as it polls, so a
+    trial whose worker died is retried by one that is still alive.
+    """
+    study = open_study(spec, worker)
+    objective = Objective(spec, study, log, worker)
+    ran = 0
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        c = counts(study)
+        done = c["COMPLETE"] + c["PRUNED"]
+        if done >= spec.n_trials:
+            return ran
+        if c["WAITING"] or done + c["RUNNING"] < spec.n_trials:
+            study.optimize(objective, n_trials=1, catch=(Surplus,))
+            ran += 1
+        else:
+            time.sleep(poll_seconds)
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return [t for t in study.get_trials(deepcopy=False) if t.state in done]
+    return [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED]
 
 
-def run_search(base: Config, space: dict, splits: Splits, workdir: str, n_trials: int, seed: int = 0,
-               log: Log = print, storage: str = "", timeout_s: float | None = None) -> dict:
-    """Run the study up to `n_trials` finished trials, then test the best once. Returns the study's record.
-
-    `timeout_s` is the study's total budget of trial time (summed over all runs of it): a rerun
-    continues only while finished trials have used less, so re-rendering a report is cheap.
-    """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    max_epochs = max(space["epochs"])
-    study = open_study(workdir, "joint", seed, max_epochs, storage, n_startup=max(2, min(8, n_trials // 4)))
-    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # A trial left RUNNING by a killed process would never finish; it does not count.
-        log(f"[q5] trial {stale.number} was interrupted earlier; it is not counted")
-    params_dir = os.path.join(workdir, "params")
-    os.makedirs(params_dir, exist_ok=True)
-
-    def objective(trial: optuna.Trial) -> float:
-        config = sample_config(trial, base, space)
-        t0 = time.perf_counter()
-        trial.set_user_attr("config", json.loads(json.dumps(config.to_flat())))
-
-        def on_epoch(epoch: int, rows: list[dict]) -> None:
-            acc = rows[0]["val_acc"]
-            trial.report(acc if math.isfinite(rows[0]["val_loss"]) else 0.0, epoch)
-            trial.set_user_attr("epochs_trained", epoch)
-            trial.set_user_attr("curve", trial.user_attrs.get("curve", []) + [acc])
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            if trial.should_prune():
-                log(f"[q5] trial {trial.number}: pruned after epoch {epoch} at val_acc {acc:.4f} "
-                    f"({_describe(config)}, {time.perf_counter() - t0:.1f} s)")
-                raise optuna.TrialPruned()
-
-        summaries, _ = train_group([config], splits, on_epoch=on_epoch)
-        s = summaries[0]
-        np.savez(os.path.join(params_dir, f"trial_{trial.number}.npz"), **s["params"])
-        value = s["final"]["val_acc"] if not s["diverged"] else 0.0
-        log(f"[q5] trial {trial.number}: val_acc {value:.4f} after {s['final']['epoch']} epochs "
-            f"({_describe(config)}, {time.perf_counter() - t0:.1f} s)")
-        return value
-
-    finished = finished_trials(study)
-    remaining = n_trials - len(finished)
-    time_left = None if not timeout_s else timeout_s - sum(t.user_attrs.get("seconds", 0.0) for t in finished)
-    if remaining > 0 and (time_left is None or time_left > 0):
-        if finished:
-            log(f"[q5] continuing the study: {len(finished)} trials finished earlier")
-        study.optimize(objective, n_trials=remaining, timeout=time_left, catch=())
-    else:
-        log(f"[q5] study already has {len(finished)} finished trials (budget used), reusing them")
-    return final_record(study, base, splits, workdir, log)
-
-
-def final_record(study: optuna.Study, base: Config, splits: Splits, workdir: str, log: Log) -> dict:
-    """Best trial by validation accuracy, tested once on the test split (cached in final.json)."""
-    best = study.best_trial
-    path = os.path.join(workdir, FINAL)
-    if os.path.exists(path):
-        with open(path) as f:
-            record = json.load(f)
-        if record.get("best_trial") == best.number:
-            return _with_trials(record, study)
-    config = Config.from_flat(best.user_attrs["config"])
-    with np.load(os.path.join(workdir, "params", f"trial_{best.number}.npz")) as z:
-        params = from_canonical(config.model, {k: z[k] for k in z.files})
-    test_loss, test_acc = evaluate(config, params, splits.test.images, splits.test.labels)
-    log(f"[q5] best trial {best.number}: val_acc {best.value:.4f}, test_acc {test_acc:.4f} (test split used once)")
-    record = {"best_trial": best.number, "best_val_acc": best.value, "test_acc": test_acc, "test_loss": test_loss,
-              "best_config": best.user_attrs["config"], "best_params": best.params}
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
-    return _with_trials(record, study)
-
-
-def evaluate(config: Config, params: Any, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    model = build_model(config.model, config.matmul_precision)
-    data = pad_eval(images, labels, min(config.eval_batch_size, len(labels)))
-    totals = jax.jit(step_lib.make_evaluate(model.apply))(params, *data)
-    return jax.device_get(totals).means()
-
-
-def _with_trials(record: dict, study: optuna.Study) -> dict:
-    trials = []
-    for t in finished_trials(study):
-        trials.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                       "epochs_trained": t.user_attrs.get("epochs_trained", 0), "curve": t.user_attrs.get("curve", []),
-                       "max_epochs": t.params.get("max_epochs"), "seconds": t.user_attrs.get("seconds", 0.0)})
-    return {**record, "trials": trials}
-
-
-def _describe(config: Config) -> str:
-    return (f"{config.optimizer} lr={config.lr:.2g} hiddens={list(config.model.num_hiddens)} "
-            f"{config.model.activation} batch={config.batch_size} epochs={config.max_epochs}")
+def describe(config: Config) -> str:
+    return (f"{config.optimizer} lr={config.lr:.3g} wd={config.weight_decay:.2g} hiddens={list(config.model.num_hiddens)} "
+            f"{config.model.activation} batch={config.batch_size} {config.schedule}")

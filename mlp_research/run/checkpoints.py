@@ -48,7 +48,7 @@ SET_ASIDE_DIR = "checkpoints_set_aside"
 CHANGEABLE_ON_RESUME = frozenset({
     "max_epochs", "progress", "parallel", "eval_batch_size", "data_dir", "data_source", "test_at_end",
     "steps_per_chunk", "checkpoint_every_epochs", "checkpoint_every_steps", "keep_checkpoints", "keep_best",
-    "checkpoint_min_seconds", "compilation_cache_dir", "vmap_batched",
+    "checkpoint_min_seconds", "compilation_cache_dir", "vmap_batched", "plot",
 })
 
 

@@ -167,7 +167,8 @@ def _open_workdirs(stack: contextlib.ExitStack, members: Sequence[Member], workd
     created = [path for path in dirs if workdir_lib.prepare_workdir(path)]
     for path in dirs:
         stack.enter_context(workdir_lib.WorkdirLock(path, _launch_hint))
-    plots.preload_plotting()
+    if members[0].config.plot:
+        plots.preload_plotting()
     return created
 
 
@@ -245,7 +246,7 @@ def _write_member_outputs(run: MemberRun, summary: dict) -> None:
     spec = config.model
     title = (f"{config.backend} {spec.model} {list(spec.layer_sizes)} {spec.activation}, "
              f"{config.optimizer} lr={config.lr}, batch {config.batch_size}")
-    if not plots.plot_curves(run.rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=title):
+    if config.plot and not plots.plot_curves(run.rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=title):
         warn(f"matplotlib is not installed: {metrics_lib.CURVES_FILE} not written (metrics.jsonl has every value)")
     metrics_lib.write_json(os.path.join(workdir, metrics_lib.SUMMARY_FILE), summary)
 
