@@ -1,4 +1,7 @@
-"""Train one configuration, or a vmapped group of them: `python -m experiments.train [--config=FILE] [--flag=value ...]`.
+"""Train one configuration, or a vmapped group of them.
+
+    python -m experiments.train [--config=FILE] [--flag=value ...] [--vmap=FIELD:V1,V2 ...]
+
 
 Writes metrics.jsonl, summary.json, curves.png, TensorBoard events and checkpoints to --workdir;
 with --vmap, each member writes those to its own sub-directory (`W/lr=0.05/`) and W gets the group's summary.

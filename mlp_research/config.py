@@ -86,7 +86,8 @@ class Config:
         "float32, tensorfloat32 (GPU/TPU; CPUs compute float32), or bfloat16 (operands rounded to bfloat16, float32 "
         "accumulation).", MATMUL_PRECISIONS)
     compilation_cache_dir: str = _field("", "run", "JAX's persistent compilation cache: a later run of the same "
-                                        f"program skips XLA compilation (default: ${COMPILATION_CACHE_ENV}; empty: off).")
+                                        "program skips XLA compilation "
+                                        f"(default: ${COMPILATION_CACHE_ENV}; empty: off).")
     checkpoint_every_epochs: int = _field(1, "checkpoints", "Save a checkpoint every N epochs (0: only at the end).")
     checkpoint_every_steps: int = _field(0, "checkpoints", "Also save every N steps, at the first chunk boundary "
                                          "after it (see --steps_per_chunk); 0: off.")
@@ -191,7 +192,8 @@ def _check_sizes(c: Config) -> None:
            f"{c.val_fraction} of {total:,} training examples holds out none; use 0 to evaluate the test split")
     _check(total - held_out >= 1, "val_fraction", f"leaves no training examples (val_fraction={c.val_fraction})")
     n_train = c.num_train_examples()
-    _check(c.batch_size <= n_train, "batch_size", f"{c.batch_size} is larger than the training set ({n_train} examples)")
+    _check(c.batch_size <= n_train, "batch_size",
+           f"{c.batch_size} is larger than the training set ({n_train} examples)")
     if c.model.num_inputs != 784 or c.model.num_outputs != 10:
         raise ConfigError("--num_inputs/--num_outputs: Fashion-MNIST needs 784 inputs and 10 outputs")
 

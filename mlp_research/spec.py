@@ -59,7 +59,8 @@ class ModelSpec:
         if not self.num_hiddens:
             raise ConfigError("--num_hiddens: at least one hidden layer is required")
         if any(not 1 <= h <= MAX_WIDTH for h in self.num_hiddens):
-            raise ConfigError(f"--num_hiddens: every layer width must be in 1..{MAX_WIDTH:,}, got {list(self.num_hiddens)}")
+            raise ConfigError(
+                f"--num_hiddens: every layer width must be in 1..{MAX_WIDTH:,}, got {list(self.num_hiddens)}")
         if self.num_inputs < 1 or self.num_outputs < 1:
             raise ConfigError("--num_inputs/--num_outputs must be >= 1")
         if self.num_params() > MAX_PARAMS:
@@ -115,7 +116,8 @@ class ModelSpec:
 def parse_widths(value: Any) -> tuple[int, ...]:
     """Parse `--num_hiddens`: `256`, `"512,256"` or a sequence of whole numbers; anything else is refused."""
     if isinstance(value, str):
-        parts = [p.strip() for p in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")]
+        bare = value.translate(str.maketrans("", "", "()[]"))
+        parts = [p.strip() for p in bare.split(",")]
         if parts and parts[-1] == "" and len(parts) > 1:  # a trailing comma, as in "(256,)"
             parts = parts[:-1]
         if not parts or any(not p.lstrip("+").isdigit() for p in parts):

@@ -70,7 +70,7 @@ def signal_after(cmd: list[str], delay: float, sig: int, timeout: float = 120) -
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"no exit within {timeout} s after {signal.Signals(sig).name}: {err[-2000:]}")
+        raise AssertionError(f"no exit within {timeout} s after {signal.Signals(sig).name}: {err[-2000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

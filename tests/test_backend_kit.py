@@ -19,11 +19,10 @@ from typing import Iterator
 
 import pytest
 from kit_backends import broken
-from mlp_research.testing import checks_extra
 from kit_backends.numpy_backend import NumpyBackend
 
 from mlp_research.optimizers import SUPPORTED
-from mlp_research.testing import checks_model, checks_training
+from mlp_research.testing import checks_extra, checks_model, checks_training
 from mlp_research.testing import kit as kit_lib
 
 REPO = Path(__file__).resolve().parents[1]

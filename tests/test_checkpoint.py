@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from mlp_research.run.checkpoints import load_npz
 from mlp_research.errors import (
     CheckpointError,
     CheckpointMismatchError,
     PreemptedError,
     WorkdirLockedError,
 )
+from mlp_research.run.checkpoints import load_npz
 from mlp_research.run.workdir import WorkdirLock
 
 # Save at every due epoch/step (no minimum interval), so stops fall between real checkpoints.

@@ -17,13 +17,28 @@ import sys
 from pathlib import Path
 
 import pytest
+from faults import (
+    SMALL,
+    checkpoint_steps,
+    leftovers,
+    named_checkpoint_exists,
+    one_line_error,
+    rows,
+    run,
+    signal_after,
+    snapshot,
+    train_cmd,
+)
 
 from conftest import REPO
-from faults import (SMALL, checkpoint_steps, leftovers, named_checkpoint_exists, one_line_error, rows, run,
-                    signal_after, snapshot, train_cmd)
 from mlp_research.data import idx
-from mlp_research.errors import (CheckpointError, PreemptedError, StoppedBeforeCheckpointError, StorageError,
-                                 WorkdirDamagedError)
+from mlp_research.errors import (
+    CheckpointError,
+    PreemptedError,
+    StoppedBeforeCheckpointError,
+    StorageError,
+    WorkdirDamagedError,
+)
 
 ARGS = [*SMALL, "--max_epochs=3", "--steps_per_chunk=8"]
 

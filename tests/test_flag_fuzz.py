@@ -75,7 +75,8 @@ def test_config_file_with_bad_widths_exits_2(tmp_path, widths):
     path = tmp_path / "exp.py"
     path.write_text("from ml_collections import ConfigDict\n"
                     f"def get_config():\n    return ConfigDict(dict(num_hiddens={widths}, dataset='synthetic'))\n")
-    done = subprocess.run([sys.executable, "-m", "experiments.train", f"--config={path}", f"--workdir={tmp_path / 'w'}"],
+    cmd = [sys.executable, "-m", "experiments.train", f"--config={path}", f"--workdir={tmp_path / 'w'}"]
+    done = subprocess.run(cmd,
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --num_hiddens:"), done.stderr

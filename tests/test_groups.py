@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import one_line_error, rows, snapshot
 
 from conftest import REPO, tiny_config
-from faults import one_line_error, rows, snapshot
 from mlp_research.errors import CheckpointMismatchError, NonFiniteLossError, PreemptedError
 from mlp_research.run import driver, members
 
@@ -29,7 +29,8 @@ def train(workdir: Path, *args: str, expect: int = 0) -> subprocess.CompletedPro
 
 @pytest.mark.parametrize("overrides, axes", [
     (dict(), {"lr": ["0.05", "0.2"], "seed": ["0", "3"]}),
-    (dict(optimizer="momentum", schedule="cosine", model="mlp"), {"momentum": ["0.5", "0.9"], "init": ["he", "xavier"]}),
+    (dict(optimizer="momentum", schedule="cosine", model="mlp"),
+     {"momentum": ["0.5", "0.9"], "init": ["he", "xavier"]}),
     (dict(init="normal"), {"sigma": ["0.01", "0.1"]}),
 ], ids=["lr-x-seed", "momentum-x-init-cosine", "sigma"])
 def test_every_member_equals_its_single_run_bit_for_bit(tmp_path, overrides, axes):

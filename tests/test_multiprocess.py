@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from multiprocess_worker import votes
+from test_launchers import clean_environ
 
 from conftest import REPO
-from multiprocess_worker import votes
 from mlp_research.errors import DataError, PeerProcessError
-from test_launchers import clean_environ
 
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--mca", "oob_tcp_if_include", "lo",
           "--mca", "btl_tcp_if_include", "lo"]

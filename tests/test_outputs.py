@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from faults import checkpoint_steps, rows
 
 from conftest import REPO, tiny_config
-from faults import checkpoint_steps, rows
 from mlp_research.run.driver import train_and_evaluate
 
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config
-from mlp_research.run.checkpoints import config_differences
 from mlp_research.jax_backend.models import build_model
-from mlp_research.spec import ModelSpec
+from mlp_research.run.checkpoints import config_differences
 from mlp_research.run.driver import train_and_evaluate
+from mlp_research.spec import ModelSpec
 
 
 def _logits(spec: ModelSpec, precision: str, params, x):
@@ -166,9 +166,9 @@ def test_cpu_scheduler_flag_is_added_respects_the_user_and_changes_no_result():
 
 
 def test_next_epoch_order_is_prefetched_and_never_used_for_another_epoch():
-    from mlp_research.jax_backend.backend import JaxBackend
     from mlp_research.batching import epoch_order
     from mlp_research.data import load_splits
+    from mlp_research.jax_backend.backend import JaxBackend
 
     config = tiny_config(steps_per_chunk=5)  # 1000 examples, batch 64: 16 steps in chunks of 5, 5, 5, 1
     trainer = JaxBackend().trainer(config, load_splits(config))

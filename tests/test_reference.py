@@ -139,7 +139,8 @@ def _core_logits_and_grads(model: str, widths: tuple[int, ...], activations: tup
         out = {}
         for name, spec in specs.items():
             apply = models.build_model(spec, "float32").apply
-            grads = jax.grad(lambda p: step.weighted_loss(apply, p, x, y, weights)[0] / len(labels))(flax_params)
+            grads = jax.grad(lambda p, apply=apply: step.weighted_loss(apply, p, x, y, weights)[0] / len(labels))(
+                flax_params)
             out[name] = (apply({"params": flax_params}, x), grads)
         return out
 
@@ -428,7 +429,9 @@ def _train_both(config, splits, epochs: int = 2):
 def test_training_epochs_match_the_core(case):
     config = _training_config(**case)
     splits = load_splits(config)
-    for trainer, got, want, got_params, want_params in _train_both(config, splits):
+    epochs = list(_train_both(config, splits))
+    trainer = epochs[-1][0]
+    for _, got, want, got_params, want_params in epochs:
         assert got.count == want.count == 200
         assert got.correct == want.correct
         assert got.first_nonfinite_step == want.first_nonfinite_step == -1

@@ -14,12 +14,12 @@ import optax
 import pytest
 
 from conftest import REPO, tiny_config
+from mlp_research import batching
 from mlp_research.config import Config
 from mlp_research.data import load_splits
 from mlp_research.errors import NonFiniteLossError
 from mlp_research.jax_backend.models import build_model, to_canonical
 from mlp_research.run import metrics as metrics_lib
-from mlp_research import batching
 from mlp_research.run.driver import train_and_evaluate
 
 

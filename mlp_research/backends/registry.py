@@ -94,7 +94,7 @@ def status() -> list[dict]:
                "entry_point": info.target}
         try:
             backend = _instantiate(info)
-            row.update(loads=True, framework_version=str(_guarded(info, lambda: backend.version())), error="")
+            row.update(loads=True, framework_version=str(_guarded(info, backend.version)), error="")
         except ConfigError as e:
             row.update(loads=False, framework_version="", error=str(e))
         rows.append(row)

@@ -29,7 +29,8 @@ def _import_tfds():
         import tensorflow as tf
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise DataError(f"--data_source=tfds needs tensorflow and tensorflow-datasets ({e}); or {HOW_TO_PROVIDE}") from None
+        raise DataError(
+            f"--data_source=tfds needs tensorflow and tensorflow-datasets ({e}); or {HOW_TO_PROVIDE}") from None
     # tfds only reads files here: keep TensorFlow off any GPU that JAX will use.
     try:
         tf.config.set_visible_devices([], "GPU")
@@ -59,7 +60,8 @@ def load(data_dir: str | None) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.
         url = getattr(type(builder), "URL", "https://storage.googleapis.com")
         if not reachable(url):
             raise DataError(
-                f"--data_dir: no prepared tfds '{NAME}' in {where} and the download host is unreachable; {HOW_TO_PROVIDE}"
+                f"--data_dir: no prepared tfds '{NAME}' in {where} and the download host is unreachable; "
+                f"{HOW_TO_PROVIDE}"
             )
         try:
             builder.download_and_prepare()

@@ -119,7 +119,8 @@ def bandwidth_table(num_floats: int, reps: int) -> list[dict]:
     yh = xh * 0.5
     out = np.empty_like(xh)
     s = median_seconds(lambda: np.copyto(out, xh), reps)
-    rows.append({"impl": "numpy", "kernel": "copy", "bytes": 2 * nbytes, "seconds": s, "gb_per_s": 2 * nbytes / s / 1e9})
+    rows.append({"impl": "numpy", "kernel": "copy", "bytes": 2 * nbytes, "seconds": s,
+                 "gb_per_s": 2 * nbytes / s / 1e9})
 
     def np_triad() -> None:
         np.multiply(yh, np.float32(3.0), out=out)

@@ -45,7 +45,8 @@ def tables(stored: dict) -> list[Table]:
         for r in stored[lab]["rows"]:
             table_rows.append([lab, r["impl"], r["kernel"], f"{r['bytes'] / 2**20:,.0f} MiB", fmt(r["gb_per_s"], 1)])
         for b in hardware.implied_bus_widths(best["gb_per_s"], stored[lab]["platform"]):
-            bus_rows.append([lab, fmt(best["gb_per_s"], 1), b["memory"], fmt(b["bits"], 0), fmt(b["channels_64bit"], 1)])
+            bus_rows.append([lab, fmt(best["gb_per_s"], 1), b["memory"], fmt(b["bits"], 0),
+                             fmt(b["channels_64bit"], 1)])
     return [Table(["device", "impl", "kernel", "traffic", "GB/s"], table_rows),
             Table(["device", "best GB/s", "assumed memory", "implied bus bits", "64-bit channels"], bus_rows,
                   "Implied bus width")]

@@ -76,7 +76,8 @@ def answer(results: list[Setting]) -> str:
 
 def section(cfg: dict, ctx: Context) -> Section:
     results = measure(cfg, ctx)
-    rows = [[s.label, pm(s.final("train_loss")), *settings.spread_cells(s), fmt(s.results[0]["steady_epoch_seconds"], 2)]
+    rows = [[s.label, pm(s.final("train_loss")), *settings.spread_cells(s),
+             fmt(s.results[0]["steady_epoch_seconds"], 2)]
             for s in results]
     table = Table(["activation", "train_loss", "val_acc", "test_acc", "epoch s"], rows,
                   f"mean ± std over {results[0].seeds} seeds")

@@ -215,5 +215,6 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def describe(config: Config) -> str:
-    return (f"{config.optimizer} lr={config.lr:.3g} wd={config.weight_decay:.2g} hiddens={list(config.model.num_hiddens)} "
+    return (f"{config.optimizer} lr={config.lr:.3g} wd={config.weight_decay:.2g} "
+            f"hiddens={list(config.model.num_hiddens)} "
             f"{config.model.activation} batch={config.batch_size} {config.schedule}")

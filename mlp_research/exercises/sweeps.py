@@ -128,7 +128,8 @@ def _prepare(trial: Trial, root: str) -> None:
         warn(f"{workdir}: the trial's config changed ({'; '.join(diffs[:3])}); retraining it from scratch")
         shutil.rmtree(workdir)
     os.makedirs(workdir, exist_ok=True)
-    keep = {"analysis": stored.get("analysis")} if stored and same_config(stored.get("config", {}), trial.config) else {}
+    same = stored and same_config(stored.get("config", {}), trial.config)
+    keep = {"analysis": stored.get("analysis")} if same else {}
     _write_record(workdir, {"config": trial.config.to_flat(), "labels": trial.labels, **keep})
 
 

@@ -250,17 +250,22 @@ class Checkpoints:
         return None
 
     def set_aside(self, step: int, why: str) -> None:
-        """Move checkpoint `step` out of the way (into `checkpoints_set_aside/`), keeping its files."""
-        if not self.primary:
-            return
+        """Move checkpoint `step` out of the way (into `checkpoints_set_aside/`), keeping its files.
+
+        Every process of a run tries the same move (one rename wins, the others find the
+        step gone), so each process's view of the checkpoints stays the same as the others'.
+        """
         target_dir = os.path.join(self.workdir, SET_ASIDE_DIR)
-        target = os.path.join(target_dir, f"{step}-{int(time.time())}")
+        target = os.path.join(target_dir, f"{step}-{time.time_ns()}")
         try:
             os.makedirs(target_dir, exist_ok=True)
-            shutil.move(self.path(step), target)
+            os.rename(self.path(step), target)
+        except FileNotFoundError:
+            pass  # another process of this run moved it first
         except OSError as e:
             raise storage_error(self.path(step), e) from None
-        log.warning("checkpoint %s (%s) moved to %s", self.path(step), why, target)
+        else:
+            log.warning("checkpoint %s (%s) moved to %s", self.path(step), why, target)
         self._manager.reload()
 
     def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -305,15 +310,28 @@ class Checkpoints:
         return self.path(step)
 
     def _cleanup_unfinished(self) -> None:
+        """Remove what a failed save left, once Orbax's writer threads have given up on it."""
         if not self.primary or not os.path.isdir(self.directory):
             return
-        for entry in os.listdir(self.directory):
-            if "tmp" in entry:
+        try:
+            self._manager.wait_until_finished()
+        except Exception:  # noqa: BLE001 -- the failure itself, raised again: already being reported
+            pass
+        for _ in range(20):  # a thread may still be creating files for a moment after the error
+            leftovers = [e for e in os.listdir(self.directory) if "tmp" in e]
+            if not leftovers:
+                return
+            for entry in leftovers:
                 shutil.rmtree(os.path.join(self.directory, entry), ignore_errors=True)
+            time.sleep(0.05)
 
     def _prune(self, newest: int, history: list[dict]) -> None:
-        """Keep the latest `keep` checkpoints and, with `keep_best`, the one with the best val_acc."""
-        steps = self.steps()
+        """Keep the latest `keep` checkpoints and, with `keep_best`, the one with the best val_acc.
+
+        Decided from the manager's own list (not a fresh listing of the disk): every process
+        of a run then deletes the same steps, as Orbax's collective delete requires.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
         if self.keep <= 0:
             return
         keep = set(steps[: self.keep])

@@ -102,7 +102,8 @@ class RunLoop:
                               f"training set has {self.layout.steps_per_epoch} steps; resume with the original data")
         if at % self.layout.steps_per_chunk:
             raise ConfigError(f"--steps_per_chunk: {resumed.path} stops at step {at} of an epoch, which is not a "
-                              f"multiple of {self.layout.steps_per_chunk}; resume with the run's original --steps_per_chunk")
+                              f"multiple of {self.layout.steps_per_chunk}; resume with the run's original "
+                              "--steps_per_chunk")
 
     # -------------------------------------------------------------- train
     def run(self) -> None:
@@ -190,7 +191,8 @@ class RunLoop:
             run.first_nonfinite_step = bad
             warn(f"member {run.member.name}: {message}; recorded as diverged, the others go on")
         if all(run.diverged for run in self.runs):
-            raise NonFiniteLossError(f"every member of the group diverged (the last in epoch {epoch}); try a smaller --lr")
+            raise NonFiniteLossError(
+                f"every member of the group diverged (the last in epoch {epoch}); try a smaller --lr")
 
     def _periodic_due(self, every: int, count: int, stride: int = 1) -> bool:
         """`count` crossed a multiple of `every`, and the last save is `checkpoint_min_seconds` old."""

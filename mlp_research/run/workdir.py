@@ -91,7 +91,8 @@ def refuse_damage(workdir: str, restart: bool = False) -> None:
     for path, problem in find_damage(workdir):
         if restart and os.path.basename(path) != LOCK_FILE:
             continue
-        remedy = "remove it" if os.path.basename(path) == LOCK_FILE else "move it away, or use --restart to discard the run"
+        remedy = ("remove it" if os.path.basename(path) == LOCK_FILE
+                  else "move it away, or use --restart to discard the run")
         raise WorkdirDamagedError(f"--workdir: {path} {problem}; {remedy}")
 
 

@@ -98,7 +98,8 @@ def _cross(kit: Kit, writer: str, reader: str, optimizer: str) -> Outcome:
     diff = max(abs(ours["test_acc"] - theirs["test_acc"]), abs(ours["test_loss"] - theirs["test_loss"]))
     return expect(diff <= 1e-4, f"{writer}->{reader}: |diff| {diff:.1e} over {ours['examples']} examples",
                   f"a {writer} checkpoint ({optimizer}) evaluates to acc {ours['test_acc']:.5f}, loss "
-                  f"{ours['test_loss']:.5f} in {reader}, {theirs['test_acc']:.5f}, {theirs['test_loss']:.5f} in {writer}")
+                  f"{ours['test_loss']:.5f} in {reader}, {theirs['test_acc']:.5f}, {theirs['test_loss']:.5f} "
+                  f"in {writer}")
 
 
 def _cross_case(from_core: bool, optimizer: str) -> Case:

@@ -168,15 +168,18 @@ def init_params(spec: ModelSpec, rng: np.random.Generator) -> Params:
         if name.startswith("b"):
             params[name] = np.zeros(shape, np.float32)
             continue
-        distribution, scale = weight_distribution(spec, *shape)
-        draw = {
-            "zeros": lambda: np.zeros(shape),
-            "normal": lambda: scale * rng.standard_normal(shape),
-            "uniform": lambda: rng.uniform(-scale, scale, shape),
-            "truncated_normal": lambda: scale * _truncated_standard_normal(rng, shape),
-        }[distribution]
-        params[name] = draw().astype(np.float32)
+        params[name] = _draw(*weight_distribution(spec, *shape), shape, rng).astype(np.float32)
     return params
+
+
+def _draw(distribution: str, scale: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if distribution == "zeros":
+        return np.zeros(shape)
+    if distribution == "normal":
+        return scale * rng.standard_normal(shape)
+    if distribution == "uniform":
+        return rng.uniform(-scale, scale, shape)
+    return scale * _truncated_standard_normal(rng, shape)
 
 
 # ------------------------------------------------------------- forward, loss

@@ -21,9 +21,9 @@ from mlp_research import batching
 from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
+from mlp_research.optimizers import STATE_SLOTS
 from mlp_research_tensorflow._tf import import_tensorflow
 from mlp_research_tensorflow.models import build_model
-from mlp_research.optimizers import STATE_SLOTS
 from mlp_research_tensorflow.optim import Optimizer
 
 tf = import_tensorflow()
