@@ -123,7 +123,7 @@ def help_text(main_module: Any) -> str:
             choices = f" (one of: {', '.join(info['choices'])})" if info.get("choices") else ""
             lines.append(f"  --{name}={TYPE_NAMES[kinds[name]]}  default {_shown(info['default'])}{choices}")
             lines.append(f"      {info.get('help', '')}")
-    own = [f for f in flags.FLAGS.get_key_flags_for_module(main_module) if f.name not in meta]
+    own = [f for f in flags.FLAGS.get_key_flags_for_module(main_module) if not (configurable and f.name in meta)]
     if configurable:
         own.insert(0, flags.FLAGS["config"])
     if own:
