@@ -28,7 +28,6 @@ from mlp_research.exercises.common import (
 from mlp_research.exercises.q3_single_neuron import forward_hidden
 from mlp_research.exercises.settings import Setting
 from mlp_research.exercises.stats import noise_sentence, pm
-from mlp_research.exercises.sweeps import pending_work, run_sweep
 
 TITLE = "Weight initialisation"
 QUESTION = "Compare weight initialisations. Does it matter?"
@@ -62,14 +61,13 @@ def _trials(cfg: dict, ctx: Context) -> tuple[list[str], list[list]]:
 
 
 def plan(cfg: dict, ctx: Context) -> Work:
-    return pending_work(settings.flatten(_trials(cfg, ctx)[1]), ctx.path(DIR, ""))
+    return settings.plan_seeded(_trials(cfg, ctx)[1], ctx.path(DIR, ""))
 
 
 def measure(cfg: dict, ctx: Context) -> list[Setting]:
     labels, per = _trials(cfg, ctx)
-    results = run_sweep(settings.flatten(per), ctx.path(DIR, ""), log=ctx.log, tag="q10",
-                        analyse=symmetry_analysis, clock=ctx.clock)
-    return settings.collect(labels, per, results, [t[0].config for t in per])
+    return settings.measure_seeded(labels, per, [t[0].config for t in per], ctx, ctx.path(DIR, ""), "q10",
+                                   analyse=symmetry_analysis)
 
 
 def _mean(s: Setting, key: str) -> float:

@@ -23,7 +23,6 @@ from mlp_research.exercises.common import (
 )
 from mlp_research.exercises.settings import Setting
 from mlp_research.exercises.stats import noise_groups, noise_sentence, pm
-from mlp_research.exercises.sweeps import pending_work, run_sweep
 
 TITLE = "Hidden width"
 QUESTION = "Change num_hiddens and plot how it affects accuracy. Which value is best?"
@@ -38,13 +37,12 @@ def _trials(cfg: dict, ctx: Context) -> tuple[list[int], list[list]]:
 
 
 def plan(cfg: dict, ctx: Context) -> Work:
-    return pending_work(settings.flatten(_trials(cfg, ctx)[1]), ctx.path(DIR, ""))
+    return settings.plan_seeded(_trials(cfg, ctx)[1], ctx.path(DIR, ""))
 
 
 def measure(cfg: dict, ctx: Context) -> list[Setting]:
     widths, per_width = _trials(cfg, ctx)
-    results = run_sweep(settings.flatten(per_width), ctx.path(DIR, ""), log=ctx.log, tag="q1", clock=ctx.clock)
-    return settings.collect([str(w) for w in widths], per_width, results, widths)
+    return settings.measure_seeded([str(w) for w in widths], per_width, widths, ctx, ctx.path(DIR, ""), "q1")
 
 
 def figure(results: list[Setting], ctx: Context) -> list[str]:

@@ -13,7 +13,6 @@ from mlp_research.exercises.common import Context, Section, Table, Work, run_set
 from mlp_research.exercises.common import figure as new_figure
 from mlp_research.exercises.settings import Setting
 from mlp_research.exercises.stats import noise_sentence, pm, within_noise
-from mlp_research.exercises.sweeps import pending_work, run_sweep
 
 TITLE = "More hidden layers"
 QUESTION = "Add a hidden layer (and more). How does it change the results?"
@@ -28,13 +27,13 @@ def _trials(cfg: dict, ctx: Context) -> tuple[list[tuple[int, ...]], list[list]]
 
 
 def plan(cfg: dict, ctx: Context) -> Work:
-    return pending_work(settings.flatten(_trials(cfg, ctx)[1]), ctx.path(DIR, ""))
+    return settings.plan_seeded(_trials(cfg, ctx)[1], ctx.path(DIR, ""))
 
 
 def measure(cfg: dict, ctx: Context) -> list[Setting]:
     layouts, per_layout = _trials(cfg, ctx)
-    results = run_sweep(settings.flatten(per_layout), ctx.path(DIR, ""), log=ctx.log, tag="q2", clock=ctx.clock)
-    return settings.collect([str(list(h)) for h in layouts], per_layout, results, layouts)
+    return settings.measure_seeded([str(list(h)) for h in layouts], per_layout, layouts, ctx, ctx.path(DIR, ""),
+                                   "q2")
 
 
 def figure(results: list[Setting], ctx: Context) -> list[str]:

@@ -27,7 +27,6 @@ from mlp_research.exercises.common import (
 )
 from mlp_research.exercises.settings import Setting
 from mlp_research.exercises.stats import pm
-from mlp_research.exercises.sweeps import pending_work, run_sweep
 
 TITLE = "A hidden layer with a single neuron"
 QUESTION = "Why is a hidden layer with a single neuron a bad idea? Show what goes wrong."
@@ -62,14 +61,13 @@ def _trials(cfg: dict, ctx: Context) -> tuple[list[int], list[list]]:
 
 
 def plan(cfg: dict, ctx: Context) -> Work:
-    return pending_work(settings.flatten(_trials(cfg, ctx)[1]), ctx.path(DIR, ""))
+    return settings.plan_seeded(_trials(cfg, ctx)[1], ctx.path(DIR, ""))
 
 
 def measure(cfg: dict, ctx: Context) -> list[Setting]:
     widths, per_width = _trials(cfg, ctx)
-    results = run_sweep(settings.flatten(per_width), ctx.path(DIR, ""), log=ctx.log, tag="q3",
-                        analyse=bottleneck_analysis, clock=ctx.clock)
-    return settings.collect([str(w) for w in widths], per_width, results, widths)
+    return settings.measure_seeded([str(w) for w in widths], per_width, widths, ctx, ctx.path(DIR, ""), "q3",
+                                   analyse=bottleneck_analysis)
 
 
 def _mean(s: Setting, key: str) -> float:

@@ -22,7 +22,6 @@ from mlp_research.exercises.common import (
 )
 from mlp_research.exercises.settings import Setting
 from mlp_research.exercises.stats import noise_groups, noise_sentence, pm
-from mlp_research.exercises.sweeps import pending_work, run_sweep
 
 TITLE = "Activation functions"
 QUESTION = "Try activation functions. Which works best?"
@@ -36,13 +35,12 @@ def _trials(cfg: dict, ctx: Context) -> tuple[list[str], list[list]]:
 
 
 def plan(cfg: dict, ctx: Context) -> Work:
-    return pending_work(settings.flatten(_trials(cfg, ctx)[1]), ctx.path(DIR, ""))
+    return settings.plan_seeded(_trials(cfg, ctx)[1], ctx.path(DIR, ""))
 
 
 def measure(cfg: dict, ctx: Context) -> list[Setting]:
     acts, per_act = _trials(cfg, ctx)
-    results = run_sweep(settings.flatten(per_act), ctx.path(DIR, ""), log=ctx.log, tag="q9", clock=ctx.clock)
-    return settings.collect(acts, per_act, results, acts)
+    return settings.measure_seeded(acts, per_act, acts, ctx, ctx.path(DIR, ""), "q9")
 
 
 def figure(results: list[Setting], ctx: Context) -> list[str]:

@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from mlp_research.config import Config
+from mlp_research.exercises.common import Work
 from mlp_research.exercises.stats import Spread, noise_groups, pm, spread
-from mlp_research.exercises.sweeps import Trial
+from mlp_research.exercises.sweeps import Analyse, Trial, pending_work, run_sweep
 
 
 @dataclasses.dataclass
@@ -75,6 +76,18 @@ def collect(labels: Sequence[str], trials_per_setting: Sequence[Sequence[Trial]]
 
 def flatten(trials_per_setting: Sequence[Sequence[Trial]]) -> list[Trial]:
     return [t for trials in trials_per_setting for t in trials]
+
+
+def plan_seeded(trials_per_setting: Sequence[Sequence[Trial]], root: str) -> Work:
+    """What a seeded comparison still has to train (for the report's time estimate)."""
+    return pending_work(flatten(trials_per_setting), root)
+
+
+def measure_seeded(labels: Sequence[str], trials_per_setting: Sequence[Sequence[Trial]], values: Sequence[Any],
+                   ctx: Any, root: str, tag: str, analyse: Analyse | None = None) -> list[Setting]:
+    """Train (or reuse) every seed of every setting and split the results back into settings."""
+    results = run_sweep(flatten(trials_per_setting), root, log=ctx.log, tag=tag, analyse=analyse, clock=ctx.clock)
+    return collect(labels, trials_per_setting, results, values)
 
 
 def headline(settings: Sequence[Setting], what: str, **extra: Any) -> dict:
