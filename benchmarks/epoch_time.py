@@ -45,6 +45,7 @@ from absl import app, flags
 
 from benchmarks import plain_loops
 from mlp_research.config import Config
+from mlp_research.files import atomic_write
 
 flags.DEFINE_string("data_dir", os.environ.get("MLP_RESEARCH_DATA_DIR", ""), "Fashion-MNIST IDX directory.")
 flags.DEFINE_integer("epochs", 6, "Epochs per case (the first is warm-up).")
@@ -273,8 +274,7 @@ def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, rounds
                "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else ""}
     payload = {"machine": machine, "epochs": FLAGS.epochs, "rounds": rounds, "quick": FLAGS.quick,
                "results": results, "failed": [{"case": c, "model": m, "error": e} for (c, m), e in failures.items()]}
-    with open(os.path.join(FLAGS.out, "bench.json"), "w") as f:
-        json.dump(payload, f, indent=2)
+    atomic_write(os.path.join(FLAGS.out, "bench.json"), json.dumps(payload, indent=2))
     config = _config(FLAGS.models[0])
     lines = [f"Device: {machine['device']} ({machine['cpu_count']} CPUs), {FLAGS.epochs} epochs of "
              f"{config.num_train_examples():,} examples (cli cases: the default 10), batch {config.batch_size}, "
@@ -289,8 +289,7 @@ def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, rounds
                      f"{r['peak_rss_mib']:.0f} | {r['device_peak_mib']:.0f} | {r['final_val_acc']:.4f} |")
     lines += [f"\nFailed: {c} / {m}: {e}" for (c, m), e in failures.items()]
     table = "\n".join(lines) + "\n"
-    with open(os.path.join(FLAGS.out, "bench.md"), "w") as f:
-        f.write(table)
+    atomic_write(os.path.join(FLAGS.out, "bench.md"), table)
     return table
 
 

@@ -18,6 +18,8 @@ import tempfile
 from absl import app, flags
 from absl import logging as absl_logging
 
+from mlp_research.files import atomic_write
+
 flags.DEFINE_list("widths", ["256", "512", "1024", "2048", "4096", "8192"], "Hidden widths (one hidden layer).")
 flags.DEFINE_list("depths", ["1", "2", "4", "8"], "Numbers of hidden layers (width --depth_width).")
 flags.DEFINE_integer("depth_width", 256, "Width of each hidden layer in the depth sweep.")
@@ -66,8 +68,8 @@ def main(argv: list[str]) -> None:
         print(json.dumps(points["depth"][-1]), flush=True)
     os.makedirs(FLAGS.out, exist_ok=True)
     device = points["width"][0]["device"]
-    with open(os.path.join(FLAGS.out, "scaling.json"), "w") as f:
-        json.dump({"device": device, "examples": FLAGS.examples, **points}, f, indent=2)
+    atomic_write(os.path.join(FLAGS.out, "scaling.json"),
+                 json.dumps({"device": device, "examples": FLAGS.examples, **points}, indent=2))
     lines = [f"Device: {device}; concise MLP, SGD, batch 256; epoch time scaled to 60,000 examples", "",
              "| hidden layers | params | GFLOP per epoch | epoch (s) | examples/s | GFLOP/s | compile (s) |",
              "|---|---|---|---|---|---|---|"]
@@ -76,8 +78,7 @@ def main(argv: list[str]) -> None:
                      f"{p['epoch_seconds_60k']:.3f} | "
                      f"{p['examples_per_second']:,.0f} | {p['gflops']:.0f} | {p['compile_seconds']:.2f} |")
     table = "\n".join(lines) + "\n"
-    with open(os.path.join(FLAGS.out, "scaling.md"), "w") as f:
-        f.write(table)
+    atomic_write(os.path.join(FLAGS.out, "scaling.md"), table)
     print(table)
 
 

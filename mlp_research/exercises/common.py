@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mlp_research.config import Config  # noqa: E402
+from mlp_research.files import atomic_path
 from mlp_research.run.metrics import format_duration  # noqa: E402
 
 Log = Callable[[str], None]
@@ -198,8 +199,11 @@ def save_figure(fig: "plt.Figure", ctx: Context, name: str) -> str:
     """Save into the workdir's figures/ folder; returns the path relative to the workdir."""
     rel = os.path.join("figures", name)
     fig.tight_layout()
-    fig.savefig(ctx.path(rel), dpi=FIGURE_DPI)
-    plt.close(fig)
+    try:
+        with atomic_path(ctx.path(rel), suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=FIGURE_DPI, format="png")
+    finally:
+        plt.close(fig)
     return rel
 
 

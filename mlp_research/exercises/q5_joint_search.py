@@ -25,6 +25,7 @@ from mlp_research.exercises.common import Context, Section, Table, Work, fmt, tr
 from mlp_research.exercises.search_worker import SearchError
 from mlp_research.exercises.stats import Spread, pm, spread
 from mlp_research.exercises.sweeps import Trial, run_sweep
+from mlp_research.files import atomic_write
 from mlp_research.run.summary import REPO_ROOT
 
 TITLE = "Joint hyperparameter search"
@@ -105,8 +106,7 @@ def run_study(spec: search.StudySpec, ctx: Context) -> float:
         from mlp_research.exercises import search_worker
 
         path = os.path.join(os.path.dirname(spec.trials_dir), "study.json")
-        with open(path, "w") as f:
-            f.write(spec.to_json())
+        atomic_write(path, spec.to_json())
         search_worker.launch(path, ctx.search_workers, ctx.log)
     else:
         search.run_worker(spec, 0, ctx.log)
