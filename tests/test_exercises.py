@@ -122,6 +122,7 @@ def test_noise_rule_is_welchs_test():
     assert (best, tied, worse) == (2, ["b"], ["a"])
     s = stats.spread([0.9, float("nan"), 0.8])  # a diverged seed is left out, and said so
     assert s.n == 2 and s.runs == 3 and "(2/3 seeds)" in stats.pm(s)
+    assert stats.pm(stats.spread([0.9094])) == "0.9094 (1 seed)"  # no spread claimed from one run
 
 
 TINY = {

@@ -208,7 +208,7 @@ def headline(res: Results) -> dict:
             "trials": len(res.trials), "pruned": res.savings["pruned"],
             "best": {"trial": res.best["number"], "val_acc": res.best["value"],
                      "test_acc": res.finals[0]["final"]["val_acc"], "test_acc_mean": test.mean,
-                     "test_acc_std": test.std,
+                     "test_acc_std": test.std if test.n > 1 else None,
                      "hyperparameters": {**res.best["params"], "lr": res.final_config.lr,
                                          "num_hiddens": list(res.final_config.model.num_hiddens)},
                      "command": res.command},

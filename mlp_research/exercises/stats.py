@@ -47,11 +47,14 @@ def spread(values: Iterable[float]) -> Spread:
 
 
 def pm(s: Spread, digits: int = 4) -> str:
-    """`0.8512 ± 0.0021` (`n/a` when no seed gave a finite value; `(k/n)` when some did not)."""
+    """`0.8512 ± 0.0021` (`n/a` when no seed gave a finite value; `(k/n)` when some did not).
+
+    A single value has no spread to show: `0.9094 (1 seed)`, never a misleading `± 0`.
+    """
     if not s.n:
         return "n/a"
-    text = f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
-    return text + (f" ({s.n}/{s.runs} seeds)" if s.n < s.runs else "")
+    text = f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" if s.n > 1 else f"{s.mean:.{digits}f}"
+    return text + (f" ({s.n}/{s.runs} seeds)" if s.n < s.runs else " (1 seed)" if s.n == 1 else "")
 
 
 def welch_p(a: Spread, b: Spread) -> float:
