@@ -30,10 +30,7 @@ DIR = "q1_width"
 
 
 def _trials(cfg: dict, ctx: Context) -> tuple[list[int], list[list]]:
-    base = ctx.config(**cfg["base"])
-    widths = [int(w) for w in cfg["widths"]]
-    return widths, [settings.seeded(f"width_{w}", base.replace(num_hiddens=(w,)), cfg["seeds"], width=w)
-                    for w in widths]
+    return settings.width_trials(ctx.config(**cfg["base"]), cfg["widths"], cfg["seeds"])
 
 
 def plan(cfg: dict, ctx: Context) -> Work:

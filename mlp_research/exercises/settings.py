@@ -65,6 +65,12 @@ def seeded(prefix: str, config: Config, seeds: Sequence[int], **labels: Any) -> 
     return [Trial(f"{prefix}_seed_{s}", config.replace(seed=int(s)), {**labels, "seed": int(s)}) for s in seeds]
 
 
+def width_trials(base: Config, widths: Sequence[int], seeds: Sequence[int]) -> tuple[list[int], list[list[Trial]]]:
+    """The widths as ints, and each width's seeded trials (`width_W_seed_K`) of a one-hidden-layer `base`."""
+    widths = [int(w) for w in widths]
+    return widths, [seeded(f"width_{w}", base.replace(num_hiddens=(w,)), seeds, width=w) for w in widths]
+
+
 def collect(labels: Sequence[str], trials_per_setting: Sequence[Sequence[Trial]], results: Sequence[dict],
             values: Sequence[Any] | None = None) -> list[Setting]:
     """Split a sweep's results (in trial order) back into settings."""
