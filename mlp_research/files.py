@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""Atomic file writes (a reader sees the old file or the new one, never half of either), and the
+tolerant reader of the JSON files they leave.
 
 Every output of the project (metrics, summaries, figures, exports, report
 sections) goes through `atomic_write`: the content is written to a temporary
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 from typing import Callable, Iterator
 
-from mlp_research.errors import StorageError
+from mlp_research.errors import StorageError, warn
 
 
 def fsync_dir(path: str) -> None:
@@ -82,3 +84,29 @@ def atomic_write(path: str, content: str | bytes | Callable[[object], None]) -> 
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.remove(path)
+
+
+def error_reason(error: Exception) -> str:
+    """An exception as a short phrase for a one-line message: the OS's words, or the first line of its text."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
+
+
+def read_json_object(path: str, warning: str = "cannot read it ({reason}); ignoring it") -> dict | None:
+    """A JSON object file; None if there is none, and None with a one-line warning if it cannot be read.
+
+    For files that can be rebuilt or done without (summaries, trial records, stored measurements):
+    damage is reported and the caller goes on. `warning` follows "PATH: " and may use {reason}.
+    """
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        return value
+    except (OSError, ValueError) as e:
+        warn(f"{path}: " + warning.format(reason=error_reason(e)))
+        return None

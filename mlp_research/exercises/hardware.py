@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlp_research.files import atomic_write
+from mlp_research.files import atomic_write, read_json_object
 
 # Memory transfer rates (million transfers per second) used to turn a measured
 # bandwidth into an implied bus width. They are assumptions, stated in the report.
@@ -153,16 +153,4 @@ def store(path: str, label: str, payload: dict) -> dict:
 
 def load(path: str) -> dict:
     """Every label's stored results; an unreadable file is ignored with a warning (measured again)."""
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return data
-    except (OSError, ValueError) as e:
-        from mlp_research.errors import warn
-
-        warn(f"{path}: unreadable ({' '.join(str(e).split())[:120]}); measuring again")
-        return {}
+    return read_json_object(path, "unreadable ({reason}); measuring again") or {}

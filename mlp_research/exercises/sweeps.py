@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from mlp_research.config import Config
 from mlp_research.errors import NonFiniteLossError, warn
 from mlp_research.exercises.common import HEARTBEAT_SECONDS, Clock, Work, trial_gflop
-from mlp_research.files import atomic_write
+from mlp_research.files import atomic_write, read_json_object
 from mlp_research.run import driver
 from mlp_research.run import members as members_lib
 from mlp_research.run import metrics as metrics_lib
@@ -57,18 +57,8 @@ class Trial:
 
 
 def read_json(path: str) -> dict | None:
-    """A JSON object from `path`; None if absent, and None with a warning if unreadable."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            value = json.load(f)
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
-        return value
-    except (OSError, ValueError) as e:
-        warn(f"{path}: unreadable ({' '.join(str(e).split())[:120]}); it is ignored")
-        return None
+    """A JSON object from `path`; None if absent, and None with a warning if unreadable (the trial reruns)."""
+    return read_json_object(path, "unreadable ({reason}); it is ignored")
 
 
 def _flat(config: Config) -> dict:

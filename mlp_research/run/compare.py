@@ -19,6 +19,7 @@ import statistics
 from typing import Any, Sequence
 
 from mlp_research.errors import warn
+from mlp_research.files import error_reason, read_json_object
 from mlp_research.run.members import GROUP_FILE
 from mlp_research.run.metrics import METRICS_FILE, SUMMARY_FILE, MetricsRow
 
@@ -74,21 +75,6 @@ class Run:
 
 
 # ------------------------------------------------------------------ reading
-def read_json(path: str) -> dict | None:
-    """A JSON object file; None if absent, and a warning if it cannot be read."""
-    if not os.path.lexists(path):
-        return None
-    try:
-        with open(path) as f:
-            value = json.load(f)
-        if not isinstance(value, dict):
-            raise ValueError(f"a JSON {type(value).__name__}, not an object")
-        return value
-    except (OSError, ValueError) as e:
-        warn(f"{path}: cannot read it ({_reason(e)}); ignoring it")
-        return None
-
-
 def read_metrics(path: str) -> list[MetricsRow]:
     """Rows of a metrics.jsonl; a bad line is skipped with a warning (an unfinished last line silently)."""
     try:
@@ -97,7 +83,7 @@ def read_metrics(path: str) -> list[MetricsRow]:
     except FileNotFoundError:
         return []
     except OSError as e:
-        warn(f"{path}: cannot read it ({_reason(e)}); ignoring it")
+        warn(f"{path}: cannot read it ({error_reason(e)}); ignoring it")
         return []
     rows, lines = [], text.split("\n")
     for number, line in enumerate(lines, 1):
@@ -107,7 +93,7 @@ def read_metrics(path: str) -> list[MetricsRow]:
             rows.append(_row(json.loads(line)))
         except ValueError as e:
             if number < len(lines):  # the last piece has no newline yet: a row being written
-                warn(f"{path} line {number}: not a metrics row ({_reason(e)}); line skipped")
+                warn(f"{path} line {number}: not a metrics row ({error_reason(e)}); line skipped")
     return rows
 
 
@@ -133,21 +119,17 @@ def checkpoint_config(path: str) -> dict | None:
     for step in steps:
         meta = os.path.join(directory, str(step), "meta", "metadata")
         if os.path.exists(meta):
-            config = (read_json(meta) or {}).get("config")
+            config = (read_json_object(meta) or {}).get("config")
             if isinstance(config, dict):
                 return config
     return None
-
-
-def _reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
 
 
 def load_run(path: str, name: str, group_member: dict | None = None) -> Run:
     """Read a run directory. `group_member`: its entries in the group's group.json and summary.json."""
     member = group_member or {}
     rows = read_metrics(os.path.join(path, METRICS_FILE))
-    stored = read_json(os.path.join(path, SUMMARY_FILE)) or member.get("summary")
+    stored = read_json_object(os.path.join(path, SUMMARY_FILE)) or member.get("summary")
     summary = stored if stored is not None and _summary_is_final(stored, rows) else None
     # (a summary older than the rows: resumed past it, still training)
     configs = [member.get("config"), (stored or {}).get("config")]
@@ -169,8 +151,8 @@ def _summary_is_final(summary: dict, rows: list[MetricsRow]) -> bool:
 
 def load_group(path: str, name: str) -> list[Run] | None:
     """The members of a vmap group directory, named `<name>/<member>`; None if `path` is no group."""
-    definition = read_json(os.path.join(path, GROUP_FILE))
-    summary = read_json(os.path.join(path, SUMMARY_FILE))
+    definition = read_json_object(os.path.join(path, GROUP_FILE))
+    summary = read_json_object(os.path.join(path, SUMMARY_FILE))
     entries = (definition or {}).get("members")
     if not isinstance(entries, list) and (summary or {}).get("group"):
         # group.json is damaged; the group's summary still names the members (its configs hold only the axes)
@@ -224,7 +206,7 @@ def _member_of_group(path: str) -> dict | None:
     parent, member = os.path.split(os.path.normpath(os.path.abspath(path)))
     if not os.path.exists(os.path.join(parent, GROUP_FILE)):
         return None
-    entries = (read_json(os.path.join(parent, GROUP_FILE)) or {}).get("members")
+    entries = (read_json_object(os.path.join(parent, GROUP_FILE)) or {}).get("members")
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("name") == member:
             return {"config": entry.get("config")}
