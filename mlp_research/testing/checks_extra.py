@@ -14,7 +14,7 @@ from mlp_research.backends.base import Sums
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.spec import ACTIVATIONS, INITS, MODELS
 from mlp_research.testing import reference
-from mlp_research.testing.checks_training import OPTIMIZER_SETTINGS, train_epochs
+from mlp_research.testing.checks_training import OPTIMIZER_SETTINGS, poison_second_chunk, train_epochs
 from mlp_research.testing.kit import Case, Kit, Outcome, expect, failed, max_diff, passed, random_canonical, skipped
 
 VALUE_ATOL, VALUE_RTOL = 2e-6, 1e-6  # activation values in float32 against the float64 statement
@@ -202,12 +202,7 @@ def nonfinite_sums(kit: Kit) -> Outcome:
     """The epoch in which a loss went NaN still counts every trained example, and its loss sum is not finite."""
     config = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
     trainer = kit.trainer(config)
-    trainer.start_epoch(1)
-    trainer.train_chunk(0)
-    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
-    broken["W2"][0, 0] = np.nan
-    trainer.set_params(broken)
-    trainer.train_chunk(1)
+    poison_second_chunk(trainer)
     sums = trainer.epoch_sums()
     ok = int(sums.count) == 6 * config.batch_size and not math.isfinite(float(sums.loss_sum))
     return expect(ok, f"count {int(sums.count)}, loss sum {float(sums.loss_sum)}",

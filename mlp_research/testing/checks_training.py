@@ -128,6 +128,16 @@ def mid_epoch_resume(kit: Kit) -> Outcome:
                   f"{int(want.count)}, {int(want.correct)} (carried sums or the order within the epoch?)")
 
 
+def poison_second_chunk(trainer: Any) -> None:
+    """Epoch 1: train its first chunk, set one weight to NaN, train the second (its first step's loss is NaN)."""
+    trainer.start_epoch(1)
+    trainer.train_chunk(0)
+    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
+    broken["W2"][0, 0] = np.nan
+    trainer.set_params(broken)
+    trainer.train_chunk(1)
+
+
 def nonfinite_step(kit: Kit) -> Outcome:
     """A NaN loss is reported as the run-wide index of its update."""
     config = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
@@ -135,12 +145,7 @@ def nonfinite_step(kit: Kit) -> Outcome:
     first = train_epochs(trainer, range(1))[0]
     if int(first.first_nonfinite_step) != -1:
         return failed(f"a finite epoch reports first_nonfinite_step {int(first.first_nonfinite_step)} (want -1)")
-    trainer.start_epoch(1)
-    trainer.train_chunk(0)
-    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
-    broken["W2"][0, 0] = np.nan
-    trainer.set_params(broken)
-    trainer.train_chunk(1)
+    poison_second_chunk(trainer)
     want = trainer.layout.steps_per_epoch + trainer.layout.steps_per_chunk
     got = int(trainer.epoch_sums().first_nonfinite_step)
     return expect(got == want, f"first_nonfinite_step {got}",
