@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 
 from mlp_research.config import DATA_DIR_ENV, Config
-from mlp_research.data import SPLIT_SEED, idx, load_arrays, load_splits, synthetic, to_float_images
+from mlp_research.data import (
+    PIXEL_VALUES,
+    SPLIT_SEED,
+    Split,
+    idx,
+    load_arrays,
+    load_splits,
+    synthetic,
+    to_float_images,
+)
 from mlp_research.data.idx import FILES, write_idx
 from mlp_research.errors import ConfigError, DataError
 
@@ -148,6 +157,31 @@ def test_to_float_images_accepts_channel_axis():
     out = to_float_images(images[..., None])
     assert out.shape == (3, 28, 28) and out.dtype == np.float32
     np.testing.assert_array_equal(out, images / np.float32(255))
+
+
+def test_pixel_table_is_the_exact_conversion_of_every_pixel_value():
+    every = np.resize(np.arange(256, dtype=np.uint8), (1, 28, 28))
+    np.testing.assert_array_equal(PIXEL_VALUES[every], to_float_images(every))
+    assert PIXEL_VALUES.dtype == np.float32 and PIXEL_VALUES[0] == 0 and PIXEL_VALUES[255] == 1
+
+
+def test_loaded_splits_keep_their_uint8_pixels_read_only(tmp_path):
+    write_dataset(tmp_path)
+    splits = load_splits(Config().replace(data_dir=str(tmp_path), val_fraction=0.2))
+    for split in (splits.train, splits.eval, splits.test):
+        assert split.compact_images is split.pixels and split.pixels.dtype == np.uint8
+        np.testing.assert_array_equal(PIXEL_VALUES[split.pixels], split.images)
+        with pytest.raises(ValueError):
+            split.pixels[0, 0, 0] = 1  # shared with the loader's cache: nobody may change it
+
+
+def test_split_refuses_pixels_that_are_not_its_images():
+    images = to_float_images(make_images(3))
+    with pytest.raises(ValueError, match="split train: pixels"):
+        Split("train", images, np.zeros(3, np.int32), make_images(2))
+    with pytest.raises(ValueError, match="pixels float32"):
+        Split("train", images, np.zeros(3, np.int32), images)
+    assert Split("train", images, np.zeros(3, np.int32)).compact_images is images  # no pixels: the floats
 
 
 # ------------------------------------------------------------ malformed files

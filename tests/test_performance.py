@@ -208,3 +208,28 @@ def test_unusable_cache_directory_exits_2_naming_the_flag_and_leaves_no_workdir(
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error: --compilation_cache_dir: cannot use ")
     assert not (tmp_path / "w").exists()
+
+
+def test_uint8_pixels_on_the_device_train_exactly_as_float_images():
+    """The core keeps a quarter of the bytes on the device and computes the same, bit for bit."""
+    import dataclasses
+
+    from mlp_research.data import Splits, load_splits
+    from mlp_research.jax_backend.backend import JaxBackend
+
+    config = tiny_config(steps_per_chunk=5)
+    with_pixels = load_splits(config)
+    floats = Splits(*(dataclasses.replace(s, pixels=None) for s in (with_pixels.train, with_pixels.eval,
+                                                                     with_pixels.test)), source="floats")
+    results = []
+    for splits in (with_pixels, floats):  # one process: the compiled-program cache must tell them apart
+        trainer = JaxBackend().trainer(config, splits)
+        trainer.start_epoch(0)
+        for chunk in range(trainer.layout.chunks_per_epoch):
+            trainer.train_chunk(chunk)
+        results.append((trainer.train_data[0].dtype, trainer.epoch_sums(), trainer.evaluate_eval_split(),
+                        trainer.get_params()))
+    (dtype_a, *a), (dtype_b, *b) = results
+    assert (dtype_a, dtype_b) == (np.uint8, np.float32)
+    assert a[:2] == b[:2]
+    assert all(np.array_equal(a[2][k], b[2][k]) for k in a[2])

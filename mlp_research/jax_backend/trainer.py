@@ -78,6 +78,11 @@ def _program_key(config: Config, placement: placement_lib.Placement) -> tuple:
     return (tuple(str(flat[f]) for f in fields), placement.mode, tuple(str(d) for d in placement.devices))
 
 
+def _signature(arrays: tuple) -> tuple:
+    """Shapes and dtypes of a program's data (images arrive as uint8 pixels or as float32)."""
+    return tuple((a.shape, str(a.dtype)) for a in arrays)
+
+
 def _cached(key: tuple, build: Any) -> Any:
     """A compiled program from the process's small LRU cache, built on a miss."""
     if key in _PROGRAMS:
@@ -102,10 +107,11 @@ class JaxTrainer:
         self.model = build_model(config.model, config.matmul_precision)
         self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
         self.tx = make_optimizer(config, self.layout.steps_per_epoch)
-        self.train_data = placement.put_replicated((splits.train.images, splits.train.labels))
+        self.train_data = placement.put_replicated((splits.train.compact_images, splits.train.labels))
         eval_batch = _round_up(min(config.eval_batch_size, len(splits.eval)), placement.eval_batch_multiple())
         self.eval_batch = eval_batch
-        self.eval_data = placement.put_eval(*batching.pad_eval(splits.eval.images, splits.eval.labels, eval_batch))
+        eval_x, eval_y = splits.eval.compact_images, splits.eval.labels
+        self.eval_data = placement.put_eval(*batching.pad_eval(eval_x, eval_y, eval_batch))
         t0 = time.perf_counter()
         self.state = placement.put_replicated(initial_state(config, self.layout.steps_per_epoch))
         self.sums = placement.put_replicated(step_lib.host_start_sums(None))
@@ -125,12 +131,12 @@ class JaxTrainer:
         """
         t0 = time.perf_counter()
         if self._train_chunk is None:
-            key = ("train", _program_key(self.config, self.placement), self.layout)
+            key = ("train", _program_key(self.config, self.placement), self.layout, _signature(self.train_data))
             self._train_chunk = _cached(key, lambda: self.placement.train_fn(self.model.apply, self.tx, self.layout)
                                         .lower(self.state, self.sums, *self.train_data, self.order, jnp.int32(0))
                                         .compile())
         if self._eval is None:
-            key = ("eval", _program_key(self.config, self.placement), tuple(a.shape for a in self.eval_data))
+            key = ("eval", _program_key(self.config, self.placement), _signature(self.eval_data))
             self._eval = _cached(key, lambda: self._eval_any.lower(self.state.params, *self.eval_data).compile())
         self.compile_seconds += time.perf_counter() - t0
 
