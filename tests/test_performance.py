@@ -233,3 +233,50 @@ def test_uint8_pixels_on_the_device_train_exactly_as_float_images():
     assert (dtype_a, dtype_b) == (np.uint8, np.float32)
     assert a[:2] == b[:2]
     assert all(np.array_equal(a[2][k], b[2][k]) for k in a[2])
+
+
+@pytest.mark.parametrize("model_name", ["mlp_scratch", "mlp"])
+@pytest.mark.parametrize("precision", ["float32", "tensorfloat32"])
+def test_precision_request_reaches_every_matmul_forward_and_backward(model_name, precision):
+    """nn.Dense passes its own precision (None) to dot_general; the run's request must still apply."""
+    spec = ModelSpec(model=model_name, num_hiddens=(32,))
+    net = build_model(spec, precision)
+    x = jnp.zeros((8, 28, 28), jnp.float32)
+    params = net.init(jax.random.PRNGKey(0), x)["params"]
+    loss = lambda p: jnp.square(net.apply({"params": p}, x)).sum()  # noqa: E731
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    dots = [line for line in text.splitlines() if "dot_general" in line and "precision" in line]
+    want = {"float32": "HIGHEST", "tensorfloat32": "HIGH"}[precision]
+    assert len(dots) == 5  # two forward, one input gradient (of layer 2), two weight gradients
+    assert all(f"[{want}, {want}]" in line for line in dots), dots
+
+
+@pytest.mark.parametrize("model_name", ["mlp_scratch", "mlp"])
+def test_weight_gradients_match_backpropagation_and_avoid_the_slow_narrow_form(model_name):
+    """The output layer's weight gradient runs as (g.T @ x).T: the float64 reference's values, and on a CPU
+    a standard-layout matmul, never the batch-contracting form XLA gives Eigen (slow for 10 columns)."""
+    from mlp_research.jax_backend import models
+    from mlp_research.jax_backend.models import from_canonical, to_canonical
+    from mlp_research.testing import reference
+
+    spec = ModelSpec(model=model_name, num_hiddens=(64,))
+    net = build_model(spec)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((128, 28, 28), np.float32), rng.integers(0, 10, 128)
+    canonical = reference.init_params(ModelSpec(model=model_name, num_hiddens=(64,), init="he"), rng)
+    params = from_canonical(spec, {k: v.astype(np.float32) for k, v in canonical.items()})
+
+    def loss(p):
+        logits = net.apply({"params": p}, jnp.asarray(x))
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(y)[:, None], 1).mean()
+
+    grad = jax.jit(jax.grad(loss))
+    _, want = reference.loss_and_grads(spec, canonical, x, y)
+    for name, got in to_canonical(spec, grad(params)).items():
+        np.testing.assert_allclose(got, want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert models.NARROW_OUTPUT > spec.num_outputs
+    if jax.default_backend() == "cpu":
+        compiled = grad.lower(params).compile().as_text()
+        narrow = [line for line in compiled.splitlines() if " dot(" in line and "lhs_contracting_dims={0}" in line
+                  and re.search(r"= f32\[\d+,\d\]", line)]
+        assert not narrow, narrow
