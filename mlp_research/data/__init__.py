@@ -1,9 +1,9 @@
 """Fashion-MNIST (or a synthetic stand-in) as arrays ready for any device.
 
 `load_splits(config)` returns float32 images in [0, 1] shaped (N, 28, 28) (with
-the uint8 pixels they came from) and int32 labels, split into `train`, the split evaluated every epoch (`eval`: the
-test split as in d2l, or a validation split carved from the training set), and
-`test`. Sources: the original IDX files (`idx.py`), TensorFlow Datasets
+the uint8 pixels they came from) and int32 labels, split into `train`, the split
+evaluated every epoch (`eval`: the test split as in d2l, or a validation split
+carved from the training set), and `test`. Sources: the original IDX files (`idx.py`), TensorFlow Datasets
 (`tfds_source.py`, imported only when used) and `synthetic.py`.
 """
 
