@@ -3,8 +3,9 @@
 `load_splits(config)` returns float32 images in [0, 1] shaped (N, 28, 28) (with
 the uint8 pixels they came from) and int32 labels, split into `train`, the split
 evaluated every epoch (`eval`: the test split as in d2l, or a validation split
-carved from the training set), and `test`. Sources: the original IDX files (`idx.py`), TensorFlow Datasets
-(`tfds_source.py`, imported only when used) and `synthetic.py`.
+carved from the training set), and `test`. Sources: the original IDX files
+(`idx.py`), TensorFlow Datasets (`tfds_source.py`, imported only when used) and
+`synthetic.py`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Split:
     def from_pixels(cls, name: str, pixels: np.ndarray, labels: np.ndarray) -> "Split":
         pixels = as_pixels(pixels).view()
         pixels.flags.writeable = False  # may be shared with the loader's cache (and other splits)
-        return cls(name, to_float_images(pixels), labels.astype(np.int32), pixels)
+        return cls(name, _pixel_values(pixels), labels.astype(np.int32), pixels)
 
     @property
     def compact_images(self) -> np.ndarray:

@@ -3,8 +3,9 @@
 The training data stay on the device (as uint8 pixels when the source had them).
 Each epoch has a padded permutation of the training indices (`epoch_order`); a
 compiled call (`train_chunk`) runs a `lax.scan` over K consecutive minibatches
-of it, gathering each batch from the resident arrays by index. A short last batch is padded and its padding weighted
-0, so every step has one shape while the mathematics equal d2l's short batch.
+of it, gathering each batch from the resident arrays by index. A short last
+batch is padded and its padding weighted 0, so every step has one shape while
+the mathematics equal d2l's short batch.
 Metrics are running sums over examples (not means of batch means), kept in the
 scan carry so nothing syncs with the host until the chunk ends.
 
