@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from typing import Callable, Sequence
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlp_research.files import atomic_write, read_json_object
+from mlp_research.hardware import label
 
 # Memory transfer rates (million transfers per second) used to turn a measured
 # bandwidth into an implied bus width. They are assumptions, stated in the report.
@@ -27,27 +27,16 @@ TRANSFER_RATES_MT = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def device_label(device: jax.Device | None = None) -> str:
     """A stable, human-readable name for the device measured: 'cpu: AMD EPYC (2 cores)', 'gpu: NVIDIA H100'."""
     device = device or jax.devices()[0]
     if device.platform == "cpu":
-        return f"cpu: {cpu_model()} ({os.cpu_count()} cores)"
+        return f"cpu: {label()}"
     return f"{device.platform}: {device.device_kind}"
 
 
 def host_label() -> str:
-    return f"cpu: {cpu_model()} ({os.cpu_count()} cores)"
+    return f"cpu: {label()}"
 
 
 def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:

@@ -13,6 +13,7 @@ import os
 from typing import Sequence
 
 from mlp_research import config as config_lib
+from mlp_research import hardware
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.errors import ConfigError, warn
@@ -47,7 +48,9 @@ class JaxBackend:
         from mlp_research.jax_backend.trainer import JaxTrainer
 
         self.prepare(config)
-        return JaxTrainer(config, splits, placement.make_placement(config))
+        trainer = JaxTrainer(config, splits, placement.make_placement(config))
+        note_bfloat16_speed(config, trainer.describe()["platform"])
+        return trainer
 
     def group_trainer(self, configs: Sequence[Config], splits: Splits):
         """A vmapped group on one device (see `group.py`)."""
@@ -60,7 +63,9 @@ class JaxBackend:
         if self.process_count() > 1:
             raise ConfigError("--vmap: a vmapped group trains in one process; launch it without other processes")
         self.prepare(base)
-        return JaxGroupTrainer(configs, splits)
+        trainer = JaxGroupTrainer(configs, splits)
+        note_bfloat16_speed(base, trainer.describe()["platform"])
+        return trainer
 
     def join_processes(self, launch):
         """Join the multi-process runtime the launch describes, before anything touches a device.
@@ -91,6 +96,13 @@ class JaxBackend:
         from mlp_research.jax_backend import distributed
 
         return distributed.agree(stop, save_due)
+
+
+def note_bfloat16_speed(config: Config, platform: str) -> None:
+    """Say so when bfloat16 matmuls will run slower than float32: on a CPU without a bfloat16 unit."""
+    if config.matmul_precision == "bfloat16" and platform == "cpu" and not hardware.has_fast_bfloat16():
+        warn("--matmul_precision: this CPU has no bfloat16 matrix unit (AMX-BF16 or AVX512-BF16), so bfloat16 "
+             "matmuls are emulated and run slower than float32; the results are bfloat16's all the same")
 
 
 # XLA:CPU's concurrency-optimised scheduler orders the step's ops so that independent ones can run

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from typing import Any, Sequence
 
+from mlp_research import hardware
 from mlp_research.config import Config
 from mlp_research.run.metrics import MetricsRow
 
@@ -88,7 +89,7 @@ def build_summary(config: Config, rows: Sequence[MetricsRow], where: dict[str, A
         "parallel": where["parallel"],
         "num_devices": where["num_devices"],
         "device": {**where, "host": platform.node(), "cpu_count": os.cpu_count(),
-                   "process_count": run["process_count"], "kind": where["device"]},
+                   "process_count": run["process_count"], "kind": where["device"], "hardware": hardware.describe()},
         "versions": library_versions(),
         "code": provenance(),
         "argv": sys.argv,
