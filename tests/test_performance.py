@@ -280,3 +280,46 @@ def test_weight_gradients_match_backpropagation_and_avoid_the_slow_narrow_form(m
         narrow = [line for line in compiled.splitlines() if " dot(" in line and "lhs_contracting_dims={0}" in line
                   and re.search(r"= f32\[\d+,\d\]", line)]
         assert not narrow, narrow
+
+
+def _compiled_train_chunk(model_name: str, precision: str, num_hiddens: tuple[int, ...]) -> str:
+    """The optimised HLO of a real training chunk (the JAX core's own placement and step)."""
+    from mlp_research.data import load_splits
+    from mlp_research.jax_backend.backend import JaxBackend
+
+    config = tiny_config(model=model_name, num_hiddens=num_hiddens, batch_size=128, matmul_precision=precision)
+    trainer = JaxBackend().trainer(config, load_splits(config))
+    program = trainer.placement.train_fn(trainer.model.apply, trainer.tx, trainer.layout)
+    return program.lower(trainer.state, trainer.sums, *trainer.train_data, trainer.order, jnp.int32(0)).compile() \
+        .as_text()
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layout rule is XLA:CPU's")
+@pytest.mark.parametrize("model_name", ["mlp_scratch", "mlp"])
+def test_bfloat16_training_runs_every_large_matmul_on_the_fast_bfloat16_kernel(model_name):
+    """Forward, input and weight gradients: bfloat16 operands, float32 products, the plain row-major form, and a
+    library kernel. A transposed operand (how autodiff writes x.T @ g and g @ w.T) makes XLA:CPU compute the
+    dot in float32 on a slower path, which is what this test is here to catch."""
+    from mlp_research.jax_backend import hlo
+
+    dots = hlo.large_dots(_compiled_train_chunk(model_name, "bfloat16", (256, 128)))
+    # per layer of 784-256-128-10 with all dimensions >= 64: forward 1-2, weight gradient 1-2, input gradient 2
+    assert len(dots) == 5, [d.describe() for d in dots]
+    for dot in dots:
+        assert (dot.lhs.dtype, dot.rhs.dtype, dot.out.dtype) == ("bf16", "bf16", "f32"), dot.describe()
+        assert dot.standard_form and dot.library, dot.describe()
+
+
+def test_pixels_become_the_same_bfloat16_inputs_as_the_exact_table_for_every_value():
+    """The bfloat16 path converts pixels by multiplication (it vectorises); rounded to bfloat16 that equals the
+    exact float32 table rounded to bfloat16, for all 256 pixel values, as compiled on this device."""
+    from mlp_research.data import PIXEL_VALUES
+    from mlp_research.jax_backend.models import model_inputs
+
+    pixels = jnp.arange(256, dtype=jnp.uint8).reshape(1, 256)
+    fast = jax.jit(lambda p: model_inputs(p, "bfloat16"))(pixels)
+    assert fast.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(fast, np.float32)[0],
+                                  np.asarray(jnp.asarray(PIXEL_VALUES).astype(jnp.bfloat16), np.float32))
+    exact = jax.jit(lambda p: model_inputs(p, "default"))(pixels)
+    np.testing.assert_array_equal(np.asarray(exact)[0], PIXEL_VALUES)  # float32: the table, bit for bit

@@ -16,7 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.layout import Layout, with_layout_constraint
 
+from mlp_research.data import PIXEL_VALUES
 from mlp_research.spec import ModelSpec
 
 Array = jax.Array
@@ -60,25 +62,44 @@ def kernel_init(spec: ModelSpec) -> Initializer | None:
 DotGeneral = Callable[..., Array]
 
 
+def _standard_layout(a: Array) -> Array:
+    """`a` stored row-major, as a real copy where `a` is a transpose: on CPUs only.
+
+    XLA:CPU runs a bfloat16 matmul on its fast library kernel (YNNPACK, on AMX
+    or AVX512-BF16 where the CPU has them) only when both operands are row-major
+    and contract the left's last axis with the right's first. A transpose in
+    XLA is a relabelled layout, so `x.T @ g` and `g @ w.T` fail that test and
+    are computed in float32 by a slower path (~6x slower here). Copying the
+    small transposed operand costs a few percent of the matmul. GPUs' matmul
+    libraries take transposed operands at full speed, so the copy is CPU-only.
+    """
+    row_major = Layout(major_to_minor=tuple(range(a.ndim)))
+    return jax.lax.platform_dependent(a, cpu=lambda v: with_layout_constraint(v, row_major), default=lambda v: v)
+
+
 def _bf16_dot(a: Array, b: Array) -> Array:
-    """a @ b with both operands rounded to bfloat16 and the products summed in float32."""
-    return jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    """a @ b for bfloat16 operands, the products summed in float32."""
+    return jnp.dot(a, b, preferred_element_type=jnp.float32)
 
 
-@jax.custom_vjp
-def _bfloat16_matmul(x: Array, w: Array) -> Array:
-    return _bf16_dot(x, w)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bfloat16_matmul(x: Array, w: Array, x_dtype: str) -> Array:
+    return _bf16_dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
 
 
-def _bfloat16_matmul_fwd(x: Array, w: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _bf16_dot(x, w), (x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+def _bfloat16_matmul_fwd(x: Array, w: Array, x_dtype: str) -> tuple[Array, tuple[Array, Array]]:
+    x, w = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    return _bf16_dot(x, w), (x, w)
 
 
-def _bfloat16_matmul_bwd(saved: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
+def _bfloat16_matmul_bwd(x_dtype: str, saved: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     # The backward matmuls (2/3 of the FLOPs) in bfloat16 too: autodiff alone would multiply the
-    # float32 gradient at full (or TF32) precision.
+    # float32 gradient at full (or TF32) precision. Each is written as a plain row-major product
+    # (`_standard_layout`), the form the CPU's bfloat16 kernels take; the unused input gradient of
+    # the first layer is dropped by XLA. The weight gradient stays float32.
     x, w = saved
-    return _bf16_dot(g, w.T), _bf16_dot(x.T, g)
+    g = g.astype(jnp.bfloat16)
+    return _bf16_dot(g, _standard_layout(w.T)).astype(x_dtype), _bf16_dot(_standard_layout(x.T), g)
 
 
 _bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
@@ -89,7 +110,7 @@ def _bfloat16_dot_general(lhs: Array, rhs: Array, dimension_numbers, precision=N
     del precision, preferred_element_type
     if not _is_matmul(lhs, rhs, dimension_numbers):
         raise NotImplementedError(f"bfloat16 matmul supports x @ w only, got dimension numbers {dimension_numbers}")
-    return _bfloat16_matmul(lhs, rhs)
+    return _bfloat16_matmul(lhs, rhs, str(lhs.dtype))
 
 
 # Below this many output columns a weight gradient x.T @ g is computed as (g.T @ x).T. XLA:CPU hands
@@ -151,6 +172,28 @@ def make_dot_general(precision: str = "default") -> DotGeneral:
     return dot_general
 
 
+# 1/255 in float32: uint8 pixels times this, rounded to bfloat16, equal PIXEL_VALUES rounded to bfloat16
+# for every one of the 256 values (tests/test_performance.py checks all of them on the device).
+_PIXEL_SCALE = np.float32(1 / 255)
+
+
+def model_inputs(x: Array, precision: str = "default") -> Array:
+    """Images as the first matmul takes them.
+
+    uint8 pixels (how the JAX core keeps the training data on the device) become
+    float32 through the exact table `PIXEL_VALUES` (numpy's pixel / 255, bit for
+    bit; XLA's own division is not correctly rounded). With bfloat16 matmuls the
+    operand is rounded to bfloat16 anyway, and there a multiplication gives the
+    same bfloat16 values as the table; it vectorises, where the table's per-element
+    gather took a quarter of a bfloat16 step. Float images pass through.
+    """
+    if x.dtype != jnp.uint8:
+        return x
+    if precision == "bfloat16":
+        return (x.astype(jnp.float32) * _PIXEL_SCALE).astype(jnp.bfloat16)
+    return jnp.asarray(PIXEL_VALUES)[x]
+
+
 def _matmul(dot_general: DotGeneral, x: Array, w: Array) -> Array:
     return dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
@@ -167,7 +210,7 @@ class MLPScratch(nn.Module):
         act = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
         w_init = kernel_init(spec)
         dot_general = make_dot_general(self.precision)
-        x = x.reshape((-1, spec.num_inputs))
+        x = model_inputs(x, self.precision).reshape((-1, spec.num_inputs))
         for i, (name, shape) in enumerate(_weight_shapes(spec)):
             w = self.param(name, w_init, shape)
             b = self.param(f"b{name[1:]}", nn.initializers.zeros_init(), (shape[1],))
@@ -190,7 +233,7 @@ class MLP(nn.Module):
         extra = {"dot_general": make_dot_general(self.precision)}
         if w_init is not None:
             extra["kernel_init"] = w_init
-        x = x.reshape((x.shape[0], -1))
+        x = model_inputs(x, self.precision).reshape((x.shape[0], -1))
         for width in spec.num_hiddens:
             x = ACTIVATIONS[spec.activation](nn.Dense(width, **extra)(x))
         return nn.Dense(spec.num_outputs, **extra)(x)

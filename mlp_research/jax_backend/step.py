@@ -26,7 +26,6 @@ import optax
 
 from mlp_research.backends.base import Sums
 from mlp_research.batching import EpochLayout
-from mlp_research.data import PIXEL_VALUES
 
 Array = jax.Array
 ApplyFn = Callable[..., Array]
@@ -56,12 +55,6 @@ def host_start_sums(sums: Sums | None) -> Sums:
     sums = sums or Sums(0.0, 0, 0, -1)
     return Sums(np.float32(sums.loss_sum), np.int32(sums.correct), np.int32(sums.count),
                 np.int32(sums.first_nonfinite_step))
-
-
-def float_images(images: Array) -> Array:
-    """A batch as float32: uint8 pixels (how a split's images sit on the device, see
-    `Split.compact_images`) through the exact table `PIXEL_VALUES`; float images as they are."""
-    return jnp.asarray(PIXEL_VALUES)[images] if images.dtype == jnp.uint8 else images
 
 
 def weighted_loss(apply_fn: ApplyFn, params: Any, x: Array, y: Array, w: Array) -> tuple[Array, Array]:
@@ -104,7 +97,7 @@ def make_train_chunk(
             w = ((start + jnp.arange(local_batch)) < layout.num_train).astype(jnp.float32)
             if constrain_batch is not None:
                 idx, w = constrain_batch(idx), constrain_batch(w)
-            x, y = float_images(images[idx]), labels[idx]
+            x, y = images[idx], labels[idx]
             (loss_sum, logits), grads = jax.value_and_grad(weighted_loss, argnums=1, has_aux=True)(
                 apply_fn, state.params, x, y, w
             )
@@ -144,7 +137,7 @@ def make_evaluate(
             x, y, w = batch
             if constrain_batch is not None:
                 x, y, w = constrain_batch(x), constrain_batch(y), constrain_batch(w)
-            loss_sum, logits = weighted_loss(apply_fn, params, float_images(x), y, w)
+            loss_sum, logits = weighted_loss(apply_fn, params, x, y, w)
             correct = jnp.sum((jnp.argmax(logits, -1) == y) * w.astype(jnp.int32))
             return Sums(
                 sums.loss_sum + loss_sum,
