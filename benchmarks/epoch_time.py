@@ -18,6 +18,13 @@ Each case runs in its own subprocess (clean memory numbers, no shared caches):
 - `cli_cold` / `cli_warm`: the real command, `python -m experiments.train`, 10 epochs with default
   flags, timed from process start to exit: with an empty persistent compilation cache, then with
   the cache that run left (time to result).
+- `core_bf16`, `backend_torch_bf16`, `backend_tensorflow_bf16`: the same runs with
+  `--matmul_precision=bfloat16`, each compared with its float32 case ("vs float32").
+
+Every round also measures the hardware floor of an epoch in each precision (`benchmarks/floor.py`:
+the step's matmuls timed alone in their fastest form, plus the evaluation's), and every case is
+printed as a multiple of the floor of its precision ("vs floor", paired per round). The table's
+first line names the CPU and its vector and matrix extensions (AVX-512, AMX).
 
 Cases run in `--repeats` interleaved rounds (core, plain, core, plain, ...), so a slow spell of a
 shared machine hits both sides of a comparison. Steady epoch = median over the epochs after the
@@ -43,7 +50,10 @@ from typing import Callable
 
 from absl import app, flags
 
+from benchmarks import floor as floor_lib
 from benchmarks import plain_loops
+from benchmarks.bench_table import BF16, floor_summary, markdown, results_of
+from mlp_research import hardware
 from mlp_research.config import Config
 from mlp_research.files import atomic_write
 
@@ -59,12 +69,12 @@ flags.DEFINE_boolean("quick", False, "Synthetic data, 2 epochs unless --epochs s
 flags.DEFINE_string("out", "runs/bench", "Output directory.")
 flags.DEFINE_string("case", None, "Internal: run one case in this process and print its JSON.")
 flags.DEFINE_string("model", "mlp_scratch", "Internal: the model of --case.")
+flags.DEFINE_boolean("floor", True, "Measure the hardware floor of an epoch in every round.")
 FLAGS = flags.FLAGS
 
 QUICK_EXAMPLES = 6_000
-# Each plugin backend's reference: the plain loop of its own framework.
-OWN_PLAIN = {"backend_torch": "torch_plain", "backend_tensorflow": "tensorflow_plain",
-             "backend_mxnet": "mxnet_plain"}
+FLOOR_CASE = "floor"  # internal: the hardware floor of each precision, measured once a round per model
+FLOOR_PRECISIONS = ("float32", "bfloat16")
 
 
 def _data_fields() -> dict:
@@ -114,6 +124,15 @@ def _device_peak_mib() -> float:
     return max(peaks) / 2**20 if peaks else float("nan")
 
 
+def case_floor(model: str) -> dict:
+    """The epoch's floor in each precision, for this model on this data (`benchmarks/floor.py`)."""
+    config = _config(model)
+    num_eval = 10_000 if not FLAGS.quick else 1000
+    return {precision: floor_lib.epoch_floor(config.model, config.num_train_examples(), config.batch_size,
+                                             precision, num_eval, config.eval_batch_size)
+            for precision in FLOOR_PRECISIONS}
+
+
 def case_core(model: str, **overrides) -> dict:
     from mlp_research.run.driver import train_and_evaluate
 
@@ -128,10 +147,10 @@ def case_core_save_each_epoch(model: str) -> dict:
     return case_core(model, checkpoint_min_seconds=0)
 
 
-def _backend_case(backend: str) -> Callable[[str], dict]:
-    def case(model: str) -> dict:
+def _backend_case(backend: str) -> Callable[..., dict]:
+    def case(model: str, **overrides) -> dict:
         """The same driver and flags, trained by a plugin backend."""
-        return case_core(model, backend=backend)
+        return case_core(model, backend=backend, **overrides)
 
     return case
 
@@ -144,9 +163,19 @@ def _plain_case(name: str) -> Callable[[str], dict]:
     return case
 
 
+def _bfloat16_case(name: str, case: Callable[..., dict]) -> Callable[[str], dict]:
+    def bf16(model: str) -> dict:
+        """The base case with `--matmul_precision=bfloat16`."""
+        return case(model, matmul_precision="bfloat16")
+
+    return bf16
+
+
 CASES = {"core": case_core, "core_save_each_epoch": case_core_save_each_epoch,
          **{name: _plain_case(name) for name in plain_loops.LOOPS},
          **{f"backend_{b}": _backend_case(b) for b in ("torch", "tensorflow", "mxnet")}}
+CASES.update({f"{name}{BF16}": _bfloat16_case(name, CASES[name]) for name in
+              ("core", "backend_torch", "backend_tensorflow")})
 # Cases that time `python -m experiments.train` itself; `cli_warm` reuses the cache `cli_cold` filled.
 CLI_CASES = ("cli_cold", "cli_warm")
 
@@ -191,18 +220,36 @@ def summarise(result: dict, model: str) -> dict:
             "gflops": config.model.train_flops_per_example() * examples / steady / 1e9}
 
 
-def combine(runs: list[dict]) -> dict:
-    """One case's rounds -> its figures: medians over rounds, every round kept."""
-    steady = [r["steady_epoch_seconds"] for r in runs]
-    middle = runs[steady.index(statistics.median_low(steady))]
-    return {**middle, "steady_epoch_seconds": statistics.median(steady), "rounds_steady_epoch_seconds": steady,
-            "time_to_result": statistics.median(r["time_to_result"] for r in runs),
-            "process_seconds": statistics.median(r["process_seconds"] for r in runs),
-            "examples_per_second": statistics.median(r["examples_per_second"] for r in runs),
-            "gflops": statistics.median(r["gflops"] for r in runs)}
+def _run_round(round_index: int, repeats: int, plan: list[tuple[str, str]], runs: dict, failures: dict,
+               floors: dict) -> None:
+    """One interleaved round of every case (and of the floor of each model, unless --floor=false)."""
+    if FLAGS.floor:
+        for model in FLAGS.models:
+            try:
+                measured = run_case(FLOOR_CASE, model)
+                floors.setdefault(model, {})[round_index] = {p: measured[p] for p in FLOOR_PRECISIONS}
+            except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+                print(f"  floor of {model} failed: {e}", flush=True)
+    for case, model in plan:
+        if (case, model) in failures:
+            continue
+        print(f"round {round_index + 1}/{repeats}: {case} / {model} ...", flush=True)
+        try:
+            r = summarise(run_case(case, model), model)
+        except (RuntimeError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+            # e.g. a plugin this machine lacks, or a hung case: the other cases still count
+            failures[(case, model)] = " ".join(str(e).split())[:300] or type(e).__name__
+            print(f"  failed: {failures[(case, model)]}", flush=True)
+            continue
+        runs[(case, model)][round_index] = r
+        print(f"  steady epoch {r['steady_epoch_seconds']:.3f} s, {r['gflops']:.0f} GFLOP/s, "
+              f"time to result {r['time_to_result']:.2f} s, val_acc {r['final_val_acc']:.4f}", flush=True)
 
 
 def main(argv: list[str]) -> None:
+    if FLAGS.case == FLOOR_CASE:
+        print(json.dumps(case_floor(FLAGS.model)))
+        return
     if FLAGS.case:
         result = CASES[FLAGS.case](FLAGS.model)
         result["peak_rss_mib"] = _peak_rss_mib()
@@ -218,77 +265,35 @@ def main(argv: list[str]) -> None:
         FLAGS.epochs = 2
     repeats = 1 if FLAGS.quick else max(FLAGS.repeats, 1)
     os.makedirs(FLAGS.out, exist_ok=True)
+    print(f"hardware: {hardware.label()}", flush=True)
     plan = [(case, model) for model in FLAGS.models for case in FLAGS.cases]
     runs: dict[tuple[str, str], dict[int, dict]] = {key: {} for key in plan}  # case -> round -> result
     failures: dict[tuple[str, str], str] = {}
+    floors: dict[str, dict[int, dict]] = {}  # model -> round -> precision -> floor
     for round_index in range(repeats):
-        for case, model in plan:
-            if (case, model) in failures:
-                continue
-            print(f"round {round_index + 1}/{repeats}: {case} / {model} ...", flush=True)
-            try:
-                r = summarise(run_case(case, model), model)
-            except (RuntimeError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
-                # e.g. a plugin this machine lacks, or a hung case: the other cases still count
-                failures[(case, model)] = " ".join(str(e).split())[:300] or type(e).__name__
-                print(f"  failed: {failures[(case, model)]}", flush=True)
-                continue
-            runs[(case, model)][round_index] = r
-            print(f"  steady epoch {r['steady_epoch_seconds']:.3f} s, {r['gflops']:.0f} GFLOP/s, "
-                  f"time to result {r['time_to_result']:.2f} s, val_acc {r['final_val_acc']:.4f}", flush=True)
+        _run_round(round_index, repeats, plan, runs, failures, floors)
         # Written after every round: a run cut short (a time limit on a lent GPU) keeps what it measured.
-        table = write_report(plan, runs, failures, round_index + 1)
+        table = write_report(plan, runs, failures, floors, round_index + 1)
     print(table)
 
 
-def _paired(mine: dict[int, dict], other: dict[int, dict]) -> list[float]:
-    """Per-round ratios of steady epochs: a busy spell of the machine slows both sides of a ratio alike."""
-    return [mine[i]["steady_epoch_seconds"] / other[i]["steady_epoch_seconds"] for i in mine if i in other]
-
-
-def results_of(plan: list[tuple[str, str]], runs: dict, failures: dict) -> list[dict]:
-    """Every case's figures over its rounds, with its ratios to jax_plain and to its own framework's plain loop."""
-    results = []
-    for case, model in plan:
-        if (case, model) in failures or not runs[(case, model)]:
-            continue
-        mine, own = runs[(case, model)], OWN_PLAIN.get(case)
-        vs_jax = _paired(mine, runs.get(("jax_plain", model), {}))
-        vs_own = _paired(mine, runs.get((own, model), {})) if own else []
-        r = combine(list(mine.values()))
-        r.update(case=case, model=model, vs_jax_plain=statistics.median(vs_jax) if vs_jax else None,
-                 rounds_vs_jax_plain=vs_jax, own_plain=own, vs_own_plain=statistics.median(vs_own) if vs_own else None,
-                 rounds_vs_own_plain=vs_own)
-        results.append(r)
-    return results
-
-
-def _ratio(value: float | None) -> str:
-    return f"{value:.2f}x" if value is not None else "-"
-
-
-def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, rounds: int) -> str:
+def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, floors: dict, rounds: int) -> str:
     """bench.json and bench.md from the rounds so far; returns the markdown."""
-    results = results_of(plan, runs, failures)
+    results = results_of(plan, runs, failures, floors)
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else ""}
+               "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else "",
+               "hardware": hardware.describe()}
     payload = {"machine": machine, "epochs": FLAGS.epochs, "rounds": rounds, "quick": FLAGS.quick,
-               "results": results, "failed": [{"case": c, "model": m, "error": e} for (c, m), e in failures.items()]}
+               "floor": floor_summary(floors), "floor_rounds": floors, "results": results,
+               "failed": [{"case": c, "model": m, "error": e} for (c, m), e in failures.items()]}
     atomic_write(os.path.join(FLAGS.out, "bench.json"), json.dumps(payload, indent=2))
     config = _config(FLAGS.models[0])
-    lines = [f"Device: {machine['device']} ({machine['cpu_count']} CPUs), {FLAGS.epochs} epochs of "
-             f"{config.num_train_examples():,} examples (cli cases: the default 10), batch {config.batch_size}, "
-             f"median of {rounds} interleaved round(s); vs own plain loop: backend_X / X_plain", "",
-             "| case | model | steady epoch (s) | vs jax_plain | vs own plain loop | examples/s | GFLOP/s | "
-             "compile (s) | time to result (s) | process (s) | peak RSS (MiB) | device peak (MiB) | val_acc |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['case']} | {r['model']} | {r['steady_epoch_seconds']:.3f} | {_ratio(r['vs_jax_plain'])} | "
-                     f"{_ratio(r['vs_own_plain'])} | {r['examples_per_second']:,.0f} | {r['gflops']:.0f} | "
-                     f"{r['compile_seconds']:.2f} | {r['time_to_result']:.2f} | {r['process_seconds']:.2f} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['device_peak_mib']:.0f} | {r['final_val_acc']:.4f} |")
-    lines += [f"\nFailed: {c} / {m}: {e}" for (c, m), e in failures.items()]
-    table = "\n".join(lines) + "\n"
+    bf16 = "has" if machine["hardware"]["fast_bfloat16"] else "has no"
+    header = [f"Device: {machine['device']}; CPU: {hardware.label()} ({bf16} a bfloat16 matrix unit)",
+              f"{FLAGS.epochs} epochs of {config.num_train_examples():,} examples (cli cases: the default 10), batch "
+              f"{config.batch_size}, median of {rounds} interleaved round(s); vs own plain loop: backend_X / X_plain; "
+              f"vs float32: X{BF16} / X; vs floor: the epoch over its precision's floor (benchmarks/floor.py)"]
+    table = markdown(results, floor_summary(floors), header, failures)
     atomic_write(os.path.join(FLAGS.out, "bench.md"), table)
     return table
 

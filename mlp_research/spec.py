@@ -106,11 +106,21 @@ class ModelSpec:
         sizes = self.layer_sizes
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
+    def step_matmuls(self, batch: int) -> list[tuple[str, int, int, int]]:
+        """The matmuls of one training step as (name, m, k, n), each `m x k @ k x n`: per layer the
+        forward pass and the weight gradient, and the input gradient of every layer but the first
+        (nothing needs the gradient of the images)."""
+        matmuls = []
+        for i, (fan_in, fan_out) in enumerate(zip(self.layer_sizes[:-1], self.layer_sizes[1:]), start=1):
+            matmuls.append((f"forward {i}", batch, fan_in, fan_out))
+            matmuls.append((f"weight gradient {i}", fan_in, batch, fan_out))
+            if i > 1:
+                matmuls.append((f"input gradient {i}", batch, fan_out, fan_in))
+        return matmuls
+
     def train_flops_per_example(self) -> int:
-        """FLOPs of one training example as computed: forward, weight gradients, and input gradients of
-        every layer but the first (nothing needs the gradient of the images)."""
-        macs = [a * b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
-        return 4 * sum(macs) + 2 * sum(macs[1:])
+        """FLOPs of one training example as computed (a multiply-add is 2): `step_matmuls` per example."""
+        return sum(2 * m * k * n for _, m, k, n in self.step_matmuls(1))
 
 
 def parse_widths(value: Any) -> tuple[int, ...]:

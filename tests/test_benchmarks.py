@@ -70,7 +70,7 @@ def test_plain_loops_train_the_concise_model(tmp_path):
 
 
 def test_own_plain_ratio_is_paired_per_round():
-    from benchmarks import epoch_time
+    from benchmarks import bench_table
 
     def run(steady):
         return {"steady_epoch_seconds": steady, "time_to_result": 1.0, "process_seconds": 1.0,
@@ -78,21 +78,65 @@ def test_own_plain_ratio_is_paired_per_round():
 
     plan = [("mxnet_plain", "mlp"), ("backend_mxnet", "mlp")]
     runs = {plan[0]: {0: run(2.0), 2: run(1.0)}, plan[1]: {0: run(1.0), 1: run(9.0), 2: run(1.5)}}
-    backend = epoch_time.results_of(plan, runs, failures={})[1]
+    backend = bench_table.results_of(plan, runs, failures={}, floors={})[1]
     assert backend["rounds_vs_own_plain"] == [0.5, 1.5]  # round 1 has no plain loop to pair with
     assert backend["vs_own_plain"] == 1.0 and backend["vs_jax_plain"] is None
 
 
 def test_a_case_figures_are_medians_over_rounds():
-    from benchmarks import epoch_time
+    from benchmarks import bench_table
 
     def run(steady):
         return {"steady_epoch_seconds": steady, "time_to_result": 10 * steady, "process_seconds": 11 * steady,
                 "examples_per_second": 1 / steady, "gflops": 2 / steady, "epoch_seconds": [steady]}
 
-    combined = epoch_time.combine([run(0.3), run(0.9), run(0.4)])
+    combined = bench_table.combine([run(0.3), run(0.9), run(0.4)])
     assert combined["steady_epoch_seconds"] == 0.4 and combined["rounds_steady_epoch_seconds"] == [0.3, 0.9, 0.4]
     assert combined["time_to_result"] == 4.0 and combined["epoch_seconds"] == [0.4]
+
+
+def test_bfloat16_cases_are_paired_with_float32_and_every_case_with_its_precisions_floor():
+    from benchmarks import bench_table
+
+    def run(steady):
+        return {"steady_epoch_seconds": steady, "time_to_result": 1.0, "process_seconds": 1.0,
+                "examples_per_second": 1 / steady, "gflops": 1 / steady, "epoch_seconds": [steady],
+                "compile_seconds": 0.0, "peak_rss_mib": 1.0, "device_peak_mib": 1.0, "final_val_acc": 0.5}
+
+    plan = [("core", "mlp"), ("core_bf16", "mlp")]
+    runs = {plan[0]: {0: run(0.4), 1: run(0.6)}, plan[1]: {0: run(0.1), 1: run(0.3)}}
+    floors = {"mlp": {0: {"float32": {"epoch_seconds": 0.2}, "bfloat16": {"epoch_seconds": 0.05}},
+                      1: {"float32": {"epoch_seconds": 0.3}, "bfloat16": {"epoch_seconds": 0.1}}}}
+    core, bf16 = bench_table.results_of(plan, runs, failures={}, floors=floors)
+    assert (core["precision"], bf16["precision"]) == ("float32", "bfloat16")
+    assert core["rounds_vs_floor"] == [2.0, 2.0] and bf16["rounds_vs_floor"] == pytest.approx([2.0, 3.0])
+    assert bf16["rounds_vs_float32"] == [0.25, 0.5] and core["vs_float32"] is None
+    assert bench_table.floor_summary(floors) == {"mlp": pytest.approx({"float32": 0.25, "bfloat16": 0.075})}
+    table = bench_table.markdown([core, bf16], bench_table.floor_summary(floors), ["header"], {})
+    assert "| core_bf16 | mlp | 0.200 | 2.50x | 0.38x | - | - |" in table
+
+
+def test_floor_times_each_matmul_of_a_step_and_the_evaluation():
+    from benchmarks import floor
+    from mlp_research.spec import ModelSpec
+
+    spec = ModelSpec(num_hiddens=(32,))
+    result = floor.epoch_floor(spec, num_train=1000, batch_size=100, precision="bfloat16", num_eval=300,
+                               eval_batch_size=200, rounds=1)
+    assert [m["name"] for m in result["matmuls"]] == ["forward 1", "weight gradient 1", "forward 2",
+                                                      "weight gradient 2", "input gradient 2"]
+    assert result["steps"] == 10 and result["eval_seconds"] > 0
+    assert result["epoch_seconds"] == pytest.approx(10 * result["step_seconds"] + result["eval_seconds"])
+    assert all(m["seconds"] > 0 and m["gflops"] > 0 for m in result["matmuls"])
+
+
+def test_quick_bench_prints_the_hardware_and_bfloat16_against_float32(tmp_path):
+    cases = _epoch_time(tmp_path, "core,core_bf16")
+    assert cases["core_bf16"]["vs_float32"] is not None and cases["core"]["vs_floor"] > 0
+    payload = json.load(open(tmp_path / "bench.json"))
+    assert set(payload["floor"]["mlp_scratch"]) == {"float32", "bfloat16"}
+    assert "extensions" in payload["machine"]["hardware"]
+    assert "CPU: " in (tmp_path / "bench.md").read_text().splitlines()[0]
 
 
 def test_unknown_case_is_refused(tmp_path):

@@ -1,0 +1,117 @@
+"""The hardware floor of a training epoch: what its matmuls alone cost on this machine.
+
+A training step of an MLP is its matmuls (`ModelSpec.step_matmuls`: per layer
+the forward pass, the weight gradient and, past the first layer, the input
+gradient) plus elementwise work that is small beside them. Each matmul is timed
+here alone, in the plain row-major form `a @ b` (the form the CPU's libraries
+run fastest), inside one compiled loop so that no dispatch is counted, with the
+operands of the precision asked: float32, or bfloat16 with float32 products
+(what `--matmul_precision=bfloat16` computes). The epoch's floor is the number
+of steps times the sum of one step's matmul times, plus the forward matmuls of
+the per-epoch evaluation (the epochs the driver reports include it). An epoch
+that takes 1.1x its floor spends 10% outside the matmuls (data, activations,
+loss, optimiser, dispatch); one that takes 3x computes its matmuls on a slow
+path.
+
+    python -m benchmarks.floor --num_hiddens=256 --precisions=float32,bfloat16
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from mlp_research.spec import ModelSpec
+
+# What each --matmul_precision multiplies on a CPU (default and float32 both compute float32 there).
+OPERAND_TYPES = {"default": jnp.float32, "float32": jnp.float32, "tensorfloat32": jnp.float32,
+                 "bfloat16": jnp.bfloat16}
+_TARGET_SECONDS = 0.02  # per timed call: long enough that the clock and the call are noise
+
+
+def _loop(dtype, iterations: int):
+    """`iterations` products a @ b in one compiled loop; the barrier stops XLA hoisting the invariant product."""
+
+    def body(_, carry):
+        a, b, total = carry
+        out = jnp.dot(a, b, preferred_element_type=jnp.float32)
+        a, out = jax.lax.optimization_barrier((a, out))
+        return a, b, total + out[0, 0]
+
+    return jax.jit(lambda a, b: jax.lax.fori_loop(0, iterations, body, (a, b, jnp.float32(0)))[2])
+
+
+def matmul_seconds(m: int, k: int, n: int, precision: str = "float32", rounds: int = 5) -> float:
+    """Seconds of one `m x k @ k x n` product at `precision`'s operand type: the median over `rounds`."""
+    dtype = OPERAND_TYPES[precision]
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((m, k), np.float32), dtype)
+    b = jnp.asarray(rng.standard_normal((k, n), np.float32), dtype)
+    probe = _loop(dtype, 8)
+    probe(a, b).block_until_ready()
+    t0 = time.perf_counter()
+    probe(a, b).block_until_ready()
+    iterations = max(8, min(20_000, int(_TARGET_SECONDS / max((time.perf_counter() - t0) / 8, 1e-7))))
+    timed = _loop(dtype, iterations)
+    timed(a, b).block_until_ready()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        timed(a, b).block_until_ready()
+        times.append((time.perf_counter() - t0) / iterations)
+    return statistics.median(times)
+
+
+def step_floor(spec: ModelSpec, batch_size: int, precision: str = "float32", rounds: int = 5) -> dict:
+    """Each matmul of one training step with its time and rate, and their sum."""
+    matmuls = []
+    for name, m, k, n in spec.step_matmuls(batch_size):
+        seconds = matmul_seconds(m, k, n, precision, rounds)
+        matmuls.append({"name": name, "m": m, "k": k, "n": n, "seconds": seconds,
+                        "gflops": 2 * m * k * n / seconds / 1e9})
+    return {"precision": precision, "matmuls": matmuls, "step_seconds": sum(x["seconds"] for x in matmuls)}
+
+
+def epoch_floor(spec: ModelSpec, num_train: int, batch_size: int, precision: str = "float32", num_eval: int = 0,
+                eval_batch_size: int = 2048, rounds: int = 5) -> dict:
+    """`step_floor` times the training steps (a short last batch counts as a full one: it computes as one),
+    plus the forward matmuls of evaluating `num_eval` examples in batches of `eval_batch_size`."""
+    step = step_floor(spec, batch_size, precision, rounds)
+    steps = math.ceil(num_train / batch_size)
+    eval_seconds = 0.0
+    if num_eval:
+        eval_batch = min(eval_batch_size, num_eval)
+        forward = [(m, k, n) for name, m, k, n in spec.step_matmuls(eval_batch) if name.startswith("forward")]
+        eval_seconds = math.ceil(num_eval / eval_batch) * sum(matmul_seconds(*mkn, precision, rounds)
+                                                                for mkn in forward)
+    train_seconds = steps * step["step_seconds"]
+    return {**step, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+            "epoch_seconds": train_seconds + eval_seconds}
+
+
+flags.DEFINE_list("num_hiddens", ["256"], "Hidden widths of the model.")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
+flags.DEFINE_integer("num_train", 60_000, "Training examples per epoch.")
+flags.DEFINE_integer("num_eval", 10_000, "Examples evaluated per epoch.")
+flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Operand precisions to time.")
+
+
+def main(argv: list[str]) -> None:
+    spec = ModelSpec(num_hiddens=tuple(int(w) for w in flags.FLAGS.num_hiddens))
+    for precision in flags.FLAGS.precisions:
+        floor = epoch_floor(spec, flags.FLAGS.num_train, flags.FLAGS.batch_size, precision, flags.FLAGS.num_eval)
+        print(f"{precision}: epoch floor {floor['epoch_seconds']:.4f} s ({floor['steps']} steps of "
+              f"{floor['step_seconds'] * 1e6:.0f} us, evaluation {floor['eval_seconds']:.4f} s)")
+        for x in floor["matmuls"]:
+            print(f"  {x['name']:<20} {x['m']}x{x['k']}x{x['n']:<6} {x['seconds'] * 1e6:8.1f} us "
+                  f"{x['gflops']:7.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    app.run(main)
