@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -173,3 +174,24 @@ def test_device_check_script_runs_end_to_end_at_smoke_size(tmp_path, data_dir):
     assert [p["precision"] for p in precision] == ["default", "float32", "tensorfloat32", "bfloat16"]
     assert (tmp_path / "bench" / "bench.md").exists() and (tmp_path / "scaling" / "scaling.md").exists()
     assert "jax" in (tmp_path / "versions.txt").read_text()
+
+
+def test_precision_parity_pairs_seeds_and_reads_the_reports_best_command(tmp_path):
+    from benchmarks import precision_parity
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"q5": {"best": {"command": "python -m experiments.train --model=mlp "
+                                                  "--num_hiddens=512,512 --lr=0.07 --seed=0 --data_dir=x "
+                                                  "--workdir=runs/q5_best --matmul_precision=default"}}}))
+    assert precision_parity.preset_settings("report_best", str(report)) == {"model": "mlp", "num_hiddens": "512,512",
+                                                                            "lr": "0.07"}
+    assert precision_parity.preset_settings("chapter", str(report)) == {}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.precision_parity", "--quick", "--seeds=2",
+                           "--models=mlp_scratch", f"--out={tmp_path / 'out'}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.load(open(tmp_path / "out" / "parity_chapter.json"))["rows"]
+    assert len(row["float32"]["test_acc"]) == len(row["bfloat16"]["test_acc"]) == 2
+    assert row["difference"]["mean"] == pytest.approx(np.mean(np.subtract(row["bfloat16"]["test_acc"],
+                                                                          row["float32"]["test_acc"])))
+    assert "| jax | mlp_scratch |" in (tmp_path / "out" / "parity_chapter.md").read_text()
