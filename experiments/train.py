@@ -9,14 +9,12 @@ with --vmap, each member writes those to its own sub-directory (`W/lr=0.05/`) an
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
 from absl import flags
 
 from mlp_research import cli
-from mlp_research.errors import ConfigError
 from mlp_research.run import launchers
 from mlp_research.run import members as members_lib
 from mlp_research.run.workdir import check_workdir
@@ -46,15 +44,10 @@ def main(argv: list[str]) -> None:
     from mlp_research.run import driver  # after the flag checks: imports the backend's framework later
 
     backend = registry.load(config.backend)
-    if hasattr(backend, "prepare"):
-        backend.prepare(config)
+    backend.prepare(config)
     if launch.joins:
-        if not hasattr(backend, "join_processes"):
-            raise ConfigError(f"--distributed: this process was started by {launch.describe()}, but the "
-                              f"{backend.name} backend trains in one process; give --distributed=off")
         launch = backend.join_processes(launch)  # returns the launch completed by the runtime
-    guard = getattr(backend, "guard", contextlib.nullcontext)  # JAX: a lost peer ends a process in one line
-    with guard():
+    with backend.guard():  # JAX: a lost peer ends a process in one line
         summaries = driver.train(members, workdir, axes=members_lib.typed_axes(members, axes),
                                  restart=FLAGS.restart, backend=backend, launch=launch.to_dict())
     if summaries[0]["process_index"] != 0:

@@ -290,7 +290,7 @@ def _compiled_train_chunk(model_name: str, precision: str, num_hiddens: tuple[in
     config = tiny_config(model=model_name, num_hiddens=num_hiddens, batch_size=128, matmul_precision=precision)
     trainer = JaxBackend().trainer(config, load_splits(config))
     program = trainer.placement.train_fn(trainer.model.apply, trainer.tx, trainer.layout)
-    return program.lower(trainer.state, trainer.sums, *trainer.train_data, trainer.order, jnp.int32(0)).compile() \
+    return program.lower(trainer.state, *trainer.train_data, trainer.order, jnp.int32(0)).compile() \
         .as_text()
 
 

@@ -9,9 +9,14 @@ The mathematics it must compute is stated in docs/SPECIFICATION.md and
 executable in `mlp_research.testing.reference`; `python -m
 mlp_research.testing.check_backend NAME` checks a backend against it.
 
-To add a backend: implement `Backend` and `Trainer`, register the backend class
-under the entry-point group `mlp_research.backends` (WORKSPACE.md, "A backend").
-Nothing in the core changes.
+To add a backend: subclass `Backend` and `Trainer` (the base classes own what
+every framework does the same way: epoch sums, the first non-finite step, the
+state layout, parameter checks, evaluation in batches; a subclass supplies its
+framework's step, evaluation batch, state and parameter conversion), register
+the backend class under the entry-point group `mlp_research.backends`
+(WORKSPACE.md, "A backend"). Nothing in the core changes. A backend may also
+implement the same methods from scratch without subclassing (the kit checks it
+the same way); the registry gives it the base class's defaults.
 
 The contract, beyond the method signatures:
 - The backend class is constructed with no arguments, once per process, when a
@@ -49,83 +54,187 @@ The contract, beyond the method signatures:
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Protocol, Sequence
+import contextlib
+from typing import Any, ContextManager, Protocol, Sequence
 
 import numpy as np
 
+from mlp_research import batching
+from mlp_research.backends.sums import EpochSums, Sums
 from mlp_research.batching import EpochLayout
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.errors import ConfigError
+from mlp_research.optimizers import SUPPORTED as OPTIMIZERS
+from mlp_research.spec import ModelSpec
+
+__all__ = ["Backend", "EpochSums", "GroupTrainer", "Sums", "Trainer", "check_canonical", "check_config",
+           "evaluation_config"]
 
 PROTOCOL_VERSION = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class Sums:
-    """Running sums over examples: what an epoch, a chunk or an evaluation reports.
+def tree_map(fn: Any, tree: Any) -> Any:
+    """`fn` on every leaf of nested dicts, lists, tuples and named tuples (the state trees of every backend)."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(tree_map(fn, v) for v in tree))
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_map(fn, v) for v in tree)
+    return fn(tree)
 
-    The JAX backend registers this class as a pytree, so the same class holds
-    device arrays inside compiled code and Python numbers on the host.
+
+def check_canonical(spec: ModelSpec, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical parameters (`W1, b1, ...`) checked against the spec, as float32 copies; ValueError naming a fault."""
+    checked = {}
+    for name, shape in spec.canonical_shapes().items():
+        if name not in params:
+            raise ValueError(f"canonical parameters lack {name}")
+        value = np.asarray(params[name])
+        if tuple(value.shape) != shape:
+            raise ValueError(f"canonical {name} has shape {tuple(value.shape)}, spec needs {shape}")
+        if not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"canonical {name} has dtype {value.dtype}, not a float")
+        checked[name] = np.array(value, np.float32)
+    return checked
+
+
+class Trainer:
+    """One run's model, optimiser state and resident data: the host-side work every framework shares.
+
+    The driver calls `start_epoch`, `train_chunk` for each chunk in order,
+    `epoch_sums`, `evaluate_eval_split`, and saves `state_dict()` with
+    `get_params()`. A subclass supplies the framework:
+
+    - `_start_epoch(epoch)`: place the epoch's example order (`self.epoch_order(epoch)`);
+    - `_train_steps(first, end)`: train steps [first, end) of the epoch; return every step's loss sum
+      and correct count (framework arrays, not yet fetched);
+    - `_fetch(values)`: framework arrays -> numpy, in one transfer;
+    - `_put_batch(images, labels)` and `_evaluate_batch(x, y)`: an evaluation batch on the device and
+      its (loss sum, correct count);
+    - `_framework_state()` -> (params, optimiser state or None) as numpy trees, and
+      `_load_framework_state(params, opt_state)`; the step counter is the base class's (`self.step`);
+    - `_get_canonical()` / `_set_canonical(params)`: the canonical layout `W1, b1, ...`;
+    - `describe()`.
     """
 
-    loss_sum: Any
-    correct: Any
-    count: Any
-    first_nonfinite_step: Any = -1
+    def __init__(self, config: Config, splits: Splits):
+        self.config, self.spec = config, config.model
+        self.layout: EpochLayout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
+        self.eval_batch = max(1, min(config.eval_batch_size, len(splits.eval)))
+        self.compile_seconds = 0.0  # building, compiling or tracing before the first epoch
+        self.step = 0  # optimiser updates so far, over the whole run
+        self.epoch = 0
+        self._sums = EpochSums(self.layout, None, self._fetch)
 
-    def means(self) -> tuple[float, float]:
-        """(mean loss, accuracy) over the counted examples."""
-        count = max(int(self.count), 1)
-        return float(self.loss_sum) / count, int(self.correct) / count
-
-    def to_host(self) -> "Sums":
-        return Sums(float(self.loss_sum), int(self.correct), int(self.count), int(self.first_nonfinite_step))
-
-
-class Trainer(Protocol):
-    """One run's model, optimiser state and resident data in one framework (see the module docstring)."""
-
-    layout: EpochLayout
-    compile_seconds: float  # time spent building, compiling or tracing before the first epoch
-
-    def describe(self) -> dict[str, Any]:
-        """For summary.json: at least `parallel`, `num_devices`, `device` (the device kind) and `platform`."""
-
+    # ------------------------------------------------------------ the epoch
     def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
         """Prepare epoch `epoch` (0-based); `sums` continue a partly trained epoch after a resume."""
+        self.epoch = epoch
+        self._sums = EpochSums(self.layout, sums, self._fetch)
+        self._start_epoch(epoch)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Epoch `epoch`'s example order (`batching.epoch_order`: the same in every backend), padded to whole
+        chunks; positions at or past `layout.num_train` are padding."""
+        return batching.epoch_order(self.config.seed, epoch, self.layout)
 
     def train_chunk(self, chunk: int) -> None:
         """Train the steps of chunk `chunk` of the current epoch (may return before the device finishes)."""
+        first, end = chunk * self.layout.steps_per_chunk, self.layout.steps_done(chunk)
+        losses, correct = self._train_steps(first, end)
+        self._sums.add(self.step, first, end, losses, correct)
+        self.step += end - first
 
     def epoch_sums(self) -> Sums:
         """Training sums of the current epoch so far, carried sums included (waits for the device)."""
+        return self._sums.total()
 
+    # ---------------------------------------------------------- evaluation
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> Sums:
-        """Sums over every given example with the current parameters."""
+        """Sums over every given example (float32 images, int labels) with the current parameters."""
+        return self._evaluate(self._put_batches(images, labels), len(labels))
 
     def evaluate_eval_split(self) -> Sums:
-        """`evaluate` on the split evaluated every epoch (backends may keep it resident)."""
+        """`evaluate` on the split evaluated every epoch, kept resident after its first use."""
+        return self._evaluate(self._eval_split, self._eval_count)
 
-    def state_dict(self) -> Any:
-        """Parameters, optimiser state and step counter as a tree of numpy arrays (for checkpoints)."""
+    def keep_eval_split(self, splits: Splits) -> None:
+        """Place the evaluated split once (subclasses call it when their framework is ready)."""
+        self._eval_split = self._put_batches(splits.eval.images, splits.eval.labels)
+        self._eval_count = len(splits.eval)
 
-    def abstract_state_dict(self) -> Any:
-        """A tree of the same structure, shapes and dtypes: the restore target."""
+    def _put_batches(self, images: np.ndarray, labels: np.ndarray) -> list[tuple[Any, Any]]:
+        b = self.eval_batch
+        return [self._put_batch(images[i:i + b], labels[i:i + b]) for i in range(0, len(labels), b)]
 
-    def load_state_dict(self, state: Any) -> None:
-        """Replace parameters, optimiser state and step counter by a restored `state_dict()` tree."""
+    def _evaluate(self, batches: list[tuple[Any, Any]], count: int) -> Sums:
+        parts = [self._evaluate_batch(x, y) for x, y in batches]
+        values = self._fetch([v for part in parts for v in part])
+        loss_sum = float(np.sum([np.asarray(v, np.float64) for v in values[0::2]]))
+        return Sums(loss_sum, int(np.sum([np.asarray(v) for v in values[1::2]])), count)
+
+    # --------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """{"step", "params", "opt_state"} as numpy; "opt_state" left out when the optimiser keeps none (SGD)."""
+        params, opt_state = self._framework_state()
+        state: dict[str, Any] = {"step": np.asarray(self.step, np.int32), "params": params}
+        if opt_state is not None:
+            state["opt_state"] = opt_state
+        return state
+
+    def abstract_state_dict(self) -> dict[str, Any]:
+        """Zeros of the state's structure, shapes and dtypes: the restore target (fixed from construction on)."""
+        return tree_map(lambda a: np.zeros(np.shape(a), np.asarray(a).dtype), self.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where `state` was taken: step counter, parameters, optimiser state."""
+        self.step = int(np.asarray(state["step"]))
+        self._load_framework_state(state["params"], state.get("opt_state"))
 
     def get_params(self) -> dict[str, np.ndarray]:
-        """Parameters in the canonical layout."""
+        """Parameters in the canonical layout (`W1, b1, ...`, float32, W shaped (fan_in, fan_out))."""
+        return check_canonical(self.spec, self._get_canonical())
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
-        """Load canonical parameters (the optimiser state is left as it is)."""
+        """Load canonical parameters (checked against the spec; the optimiser state is left as it is)."""
+        self._set_canonical(check_canonical(self.spec, params))
 
-    # Optional: `logits(images) -> np.ndarray` with the current parameters (the kit's parity checks use it
-    # when present, and compare `evaluate` sums otherwise); `compile()`: ahead-of-time compilation, which the
-    # driver calls before the first epoch so that epoch times exclude it (add its time to `compile_seconds`).
+    def compile(self) -> None:
+        """Ahead-of-time compilation, before the first epoch (add its time to `compile_seconds`); optional."""
+
+    def describe(self) -> dict[str, Any]:
+        """For summary.json: at least `parallel`, `num_devices`, `device` (the device kind) and `platform`."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------- the framework's part
+    def _start_epoch(self, epoch: int) -> None:
+        raise NotImplementedError
+
+    def _train_steps(self, first: int, end: int) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _fetch(self, values: list[Any]) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def _put_batch(self, images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _evaluate_batch(self, x: Any, y: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _framework_state(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _load_framework_state(self, params: Any, opt_state: Any) -> None:
+        raise NotImplementedError
+
+    def _get_canonical(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_canonical(self, params: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
 
 
 class GroupTrainer(Protocol):
@@ -142,6 +251,7 @@ class GroupTrainer(Protocol):
     compile_seconds: float
 
     def describe(self) -> dict[str, Any]: ...
+    def compile(self) -> None: ...
     def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None: ...
     def train_chunk(self, chunk: int) -> None: ...
     def epoch_sums(self) -> list[Sums]: ...
@@ -153,29 +263,58 @@ class GroupTrainer(Protocol):
     def get_params(self) -> list[dict[str, np.ndarray]]: ...
 
 
-class Backend(Protocol):
-    """A framework that trains the models of a `ModelSpec`; registered by entry point.
+class Backend:
+    """A framework that trains the models of a `ModelSpec`; registered by entry point, built with no arguments.
 
-    Declarations (class attributes, optional): `optimizers`, `parallel_modes` and
-    `matmul_precisions` list what the backend trains; the driver refuses any other
-    value with the flag named, so `check` only needs what these cannot say.
-
-    Optional methods, used when present: `group_trainer(configs, splits)` trains
-    vmapped groups (without it `--vmap` is refused); `prepare(config)` sets up the
-    process before the framework starts; `process_index()`, `process_count()` and
-    `agree(stop, save_due)` for runs that span several processes.
+    Declarations (class attributes) list what the backend trains; the driver
+    refuses any other value with the flag named, so `check` only needs what
+    these cannot say. The process hooks default to one process, one device,
+    nothing to prepare; a backend overrides what it does differently.
     """
 
-    name: str
+    name: str = ""
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    parallel_modes: tuple[str, ...] = ("auto", "none")
+    matmul_precisions: tuple[str, ...] = ("default",)
+    trains_groups: bool = False  # True when `group_trainer` trains --vmap groups
 
     def version(self) -> str:
-        """The framework's version (for listings and summaries)."""
+        """The framework's version (for listings and summaries); keep it free of the framework's start-up."""
+        raise NotImplementedError
 
     def check(self, config: Config) -> None:
-        """Raise `ConfigError` naming any option this backend does not support."""
+        """Raise `ConfigError` naming any option the declarations cannot refuse; often nothing."""
 
     def trainer(self, config: Config, splits: Splits) -> Trainer:
         """Build, initialise (from `config.seed`) and place a run's model, optimiser and data."""
+        raise NotImplementedError
+
+    def group_trainer(self, configs: Sequence[Config], splits: Splits) -> GroupTrainer:
+        """A --vmap group trained together (backends with `trains_groups`)."""
+        raise ConfigError(f"--vmap: the {self.name} backend trains one configuration at a time")
+
+    # ------------------------------------------------------------ the process
+    def prepare(self, config: Config) -> None:
+        """Set up the process before the framework starts (flags, caches); called once per run."""
+
+    def join_processes(self, launch: Any) -> Any:
+        """Join a multi-process runtime; returns the launch completed by it. One process by default."""
+        raise ConfigError(f"--distributed: this process was started by {launch.describe()}, but the {self.name} "
+                          "backend trains in one process; give --distributed=off")
+
+    def guard(self) -> ContextManager[None]:
+        """Around a joined process's work (JAX: a lost peer ends it in one line)."""
+        return contextlib.nullcontext()
+
+    def process_index(self) -> int:
+        return 0
+
+    def process_count(self) -> int:
+        return 1
+
+    def agree(self, stop: bool, save_due: bool) -> tuple[bool, bool]:
+        """(stop asked by any process, the primary's save decision); the identity for one process."""
+        return stop, save_due
 
 
 # Declared capabilities and the flag each one is about.
@@ -183,21 +322,14 @@ DECLARATIONS = {"optimizers": ("optimizer", "optimizer"), "parallel_modes": ("pa
                 "matmul_precisions": ("matmul_precision", "matmul_precision")}
 
 
-def check_declared(backend: Any, config: Config) -> None:
-    """Refuse, naming the flag, a value outside what the backend declares it supports."""
+def check_config(backend: Backend, config: Config) -> None:
+    """Everything a run asks of a backend: its declarations (refused naming the flag), then its own `check`."""
     for attribute, (flag, field) in DECLARATIONS.items():
-        supported = getattr(backend, attribute, None)
-        if supported is None:
-            continue
+        supported = getattr(backend, attribute, None)  # a backend written without the base class may declare none
         value = getattr(config, field)
-        if value not in supported:
+        if supported is not None and value not in supported:
             raise ConfigError(f"--{flag}: {value!r} is not available in the {backend.name} backend; "
                               f"choose one of {', '.join(supported)}")
-
-
-def check_config(backend: Any, config: Config) -> None:
-    """Everything a run asks of a backend: its declarations, then its own `check`."""
-    check_declared(backend, config)
     backend.check(config)
 
 
@@ -216,19 +348,3 @@ def evaluation_config(config: Config, same_backend: bool) -> Config:
     if not same_backend:
         values["matmul_precision"] = "default"
     return config.replace(**values)
-
-
-def process_index(backend: Any) -> int:
-    return int(backend.process_index()) if hasattr(backend, "process_index") else 0
-
-
-def process_count(backend: Any) -> int:
-    return int(backend.process_count()) if hasattr(backend, "process_count") else 1
-
-
-def agree(backend: Any, stop: bool, save_due: bool) -> tuple[bool, bool]:
-    """(stop asked by any process, the primary's save decision); the identity for one process."""
-    if process_count(backend) > 1 and hasattr(backend, "agree"):
-        return backend.agree(stop, save_due)
-    return stop, save_due
-

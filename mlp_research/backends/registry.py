@@ -12,6 +12,8 @@ import dataclasses
 import importlib.metadata as md
 from typing import Any, Callable
 
+from mlp_research.backends.adapter import as_backend
+from mlp_research.backends.base import Backend
 from mlp_research.errors import ConfigError, warn
 
 GROUP = "mlp_research.backends"
@@ -73,12 +75,13 @@ def _guarded(info: BackendInfo, call: Callable[[], Any]) -> Any:
         raise _failure(info, e) from None
 
 
-def _instantiate(info: BackendInfo) -> Any:
+def _instantiate(info: BackendInfo) -> Backend:
     module_name, _, attr = info.target.partition(":")
-    return _guarded(info, lambda: getattr(__import__(module_name, fromlist=[attr or "_"]), attr)())
+    return as_backend(_guarded(info, lambda: getattr(__import__(module_name, fromlist=[attr or "_"]), attr)()),
+                      info.name)
 
 
-def load(name: str) -> Any:
+def load(name: str) -> Backend:
     """The backend instance registered as `name`; ConfigError naming the plugin if it cannot load."""
     backends = available()
     if name not in backends:

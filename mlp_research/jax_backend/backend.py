@@ -14,17 +14,19 @@ from typing import Sequence
 
 from mlp_research import config as config_lib
 from mlp_research import hardware
+from mlp_research.backends.base import Backend
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.errors import ConfigError, warn
 from mlp_research.optimizers import SUPPORTED
 
 
-class JaxBackend:
+class JaxBackend(Backend):
     name = "jax"
     optimizers = SUPPORTED
     parallel_modes = config_lib.PARALLEL_MODES
     matmul_precisions = config_lib.MATMUL_PRECISIONS
+    trains_groups = True
 
     def version(self) -> str:
         import jax

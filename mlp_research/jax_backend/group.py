@@ -21,6 +21,7 @@ checkpoint is an ordinary single-run checkpoint: evaluable, and resumable alone.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Sequence
 
@@ -29,13 +30,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlp_research import batching
-from mlp_research.backends.base import Sums
+from mlp_research.backends.base import EpochSums, Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.jax_backend import optim
 from mlp_research.jax_backend import step as step_lib
 from mlp_research.jax_backend.models import build_model, from_canonical, to_canonical
-from mlp_research.jax_backend.trainer import abstract_host_state, compiled_init, device_kind, host_sums
+from mlp_research.jax_backend.trainer import (
+    abstract_host_state,
+    compiled_init,
+    device_kind,
+    host_sums,
+    optimizer_state_or_none,
+)
 
 
 def map_members(fn: Callable[..., Any], in_axes: tuple) -> Callable[..., Any]:
@@ -83,13 +90,13 @@ class JaxGroupTrainer:
         self.eval_batch = max(min(base.eval_batch_size, len(splits.eval)), 1)
         self.eval_data = self._put_eval(splits.eval.compact_images, splits.eval.labels)
         self.state = jax.device_put(_stack([self._initial_state(c) for c in self.configs]), self.device)
-        self.sums = self._put_sums(None)
-        self.order = self._orders(0)
+        self.step = 0  # every member's step counter: members train the same steps
+        self.start_epoch(0)
         over_members = jax.vmap if base.vmap_batched else map_members
         chunk = over_members(step_lib.make_train_chunk(self.model.apply, self.tx, self.layout),
-                             in_axes=(0, 0, None, None, 0, None))
-        self._train_chunk = jax.jit(chunk, donate_argnums=(0, 1)).lower(
-            self.state, self.sums, *self.train_data, self.order, jnp.int32(0)).compile()
+                             in_axes=(0, None, None, 0, None))
+        self._train_chunk = jax.jit(chunk, donate_argnums=(0,)).lower(
+            self.state, *self.train_data, self.order, jnp.int32(0)).compile()
         self._eval_any = jax.jit(over_members(step_lib.make_evaluate(self.model.apply), in_axes=(0, None, None, None)))
         self._eval = self._eval_any.lower(self.state.params, *self.eval_data).compile()
         self.compile_seconds = time.perf_counter() - t0
@@ -105,11 +112,6 @@ class JaxGroupTrainer:
     def _put_eval(self, images: np.ndarray, labels: np.ndarray) -> tuple:
         return jax.device_put(batching.pad_eval(images, labels, self.eval_batch), self.device)
 
-    def _put_sums(self, sums: Sequence[Sums] | None) -> Sums:
-        zero = Sums(0.0, 0, 0, -1)
-        host = [step_lib.host_start_sums(s) for s in (sums or [zero] * self.members)]
-        return jax.device_put(_stack(host), self.device)
-
     def _orders(self, epoch: int) -> jax.Array:
         orders = np.stack([batching.epoch_order(c.seed, epoch, self.layout) for c in self.configs])
         return jax.device_put(orders, self.device)
@@ -119,17 +121,27 @@ class JaxGroupTrainer:
                 "platform": self.device.platform, "members": self.members,
                 "vmap": "batched" if self.configs[0].vmap_batched else "sequential"}
 
+    def compile(self) -> None:
+        """Compiled in the constructor (one program for the whole group)."""
+
     # ----------------------------------------------------------- training
     def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
         self.order = self._orders(epoch)
-        self.sums = self._put_sums(sums)
+        # Each member's sums, kept as a single run of its config keeps them (`EpochSums`); its values are
+        # its row of the group's per-step outputs.
+        self._sums = [EpochSums(self.layout, sums[k] if sums else None, functools.partial(_member_rows, k))
+                      for k in range(self.members)]
 
     def train_chunk(self, chunk: int) -> None:
-        self.state, self.sums = self._train_chunk(self.state, self.sums, *self.train_data, self.order,
-                                                  np.int32(chunk))
+        first, end = chunk * self.layout.steps_per_chunk, self.layout.steps_done(chunk)
+        self.state, (losses, correct) = self._train_chunk(self.state, *self.train_data, self.order,
+                                                          np.int32(chunk))
+        for member_sums in self._sums:
+            member_sums.add(self.step, first, end, losses, correct)
+        self.step += end - first
 
     def epoch_sums(self) -> list[Sums]:
-        return self._split(self.sums)
+        return [member_sums.total() for member_sums in self._sums]
 
     def evaluate_eval_split(self) -> list[Sums]:
         return self._split(self._eval(self.state.params, *self.eval_data))
@@ -142,25 +154,31 @@ class JaxGroupTrainer:
         return [host_sums(_member(host, k)) for k in range(self.members)]
 
     # -------------------------------------------------------------- state
-    def state_dicts(self) -> list[step_lib.TrainState]:
+    def state_dicts(self) -> list[dict[str, Any]]:
         """Each member's state as a single run of its config holds it (the injected rates left out)."""
         host = jax.device_get(self.state)
         states = []
         for k in range(self.members):
             member = _member(host, k)
-            states.append(step_lib.TrainState(member.step, member.params, member.opt_state.inner_state))
+            state = {"step": np.asarray(member.step, np.int32), "params": member.params}
+            opt_state = optimizer_state_or_none(member.opt_state.inner_state)
+            if opt_state is not None:
+                state["opt_state"] = opt_state
+            states.append(state)
         return states
 
-    def abstract_state_dict(self) -> step_lib.TrainState:
+    def abstract_state_dict(self) -> dict[str, Any]:
         return abstract_host_state(self.configs[0])
 
-    def load_state_dicts(self, states: Sequence[step_lib.TrainState]) -> None:
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
         wrapped = []
         for config, state in zip(self.configs, states):
-            fresh = self._member_tx(config).init(state.params)  # the member's injected rates
-            opt_state = fresh._replace(count=np.asarray(state.step, np.int32), inner_state=state.opt_state)
-            wrapped.append(step_lib.TrainState(state.step, state.params, opt_state))
+            fresh = self._member_tx(config).init(state["params"])  # the member's injected rates
+            inner = state.get("opt_state", fresh.inner_state)
+            opt_state = fresh._replace(count=np.asarray(state["step"], np.int32), inner_state=inner)
+            wrapped.append(step_lib.TrainState(np.asarray(state["step"], np.int32), state["params"], opt_state))
         self.state = jax.device_put(_stack(wrapped), self.device)
+        self.step = int(np.asarray(states[0]["step"]))
 
     def get_params(self) -> list[dict[str, np.ndarray]]:
         params = jax.device_get(self.state.params)
@@ -168,5 +186,11 @@ class JaxGroupTrainer:
 
     def set_params(self, params: Sequence[dict[str, np.ndarray]]) -> None:
         states = self.state_dicts()
-        flax = [jax.tree.map(np.asarray, from_canonical(c.model, p)) for c, p in zip(self.configs, params)]
-        self.load_state_dicts([step_lib.TrainState(s.step, f, s.opt_state) for s, f in zip(states, flax)])
+        for state, config, canonical in zip(states, self.configs, params):
+            state["params"] = jax.tree.map(np.asarray, from_canonical(config.model, canonical))
+        self.load_state_dicts(states)
+
+
+def _member_rows(k: int, values: list[Any]) -> list[np.ndarray]:
+    """Member k's row of each of the group's (members, steps) outputs."""
+    return [np.asarray(v)[k] for v in jax.device_get(values)]

@@ -67,8 +67,8 @@ class Placement:
 
     # ------------------------------------------------------------ functions
     def train_fn(self, apply_fn, tx, layout: EpochLayout) -> Any:
-        """`train_chunk(state, totals, images, labels, order, chunk)`, jitted for this placement."""
-        return jax.jit(step_lib.make_train_chunk(apply_fn, tx, layout), donate_argnums=(0, 1))
+        """`train_chunk(state, images, labels, order, chunk)`, jitted for this placement."""
+        return jax.jit(step_lib.make_train_chunk(apply_fn, tx, layout), donate_argnums=(0,))
 
     def eval_fn(self, apply_fn) -> Any:
         """`evaluate(params, images, labels, weights) -> Sums`, jitted for this placement."""
@@ -119,9 +119,7 @@ class PmapPlacement(Placement):
     def train_fn(self, apply_fn, tx, layout):
         fn = step_lib.make_train_chunk(apply_fn, tx, layout, axis_name=AXIS, num_shards=self.num_devices)
         # The epoch order and chunk index are the same for every device: broadcast them.
-        return jax.pmap(
-            fn, axis_name=AXIS, devices=self.devices, in_axes=(0, 0, 0, 0, None, None), donate_argnums=(0, 1)
-        )
+        return jax.pmap(fn, axis_name=AXIS, devices=self.devices, in_axes=(0, 0, 0, None, None), donate_argnums=(0,))
 
     def eval_fn(self, apply_fn):
         return jax.pmap(step_lib.make_evaluate(apply_fn, axis_name=AXIS), axis_name=AXIS, devices=self.devices)
@@ -157,7 +155,7 @@ class ShardedPlacement(Placement):
 
     def train_fn(self, apply_fn, tx, layout):
         fn = step_lib.make_train_chunk(apply_fn, tx, layout, constrain_batch=self._constrain)
-        return jax.jit(fn, donate_argnums=(0, 1), out_shardings=self._replicated)
+        return jax.jit(fn, donate_argnums=(0,), out_shardings=self._replicated)
 
     def eval_fn(self, apply_fn):
         fn = step_lib.make_evaluate(apply_fn, constrain_batch=self._constrain)

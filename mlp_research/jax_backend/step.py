@@ -6,8 +6,9 @@ compiled call (`train_chunk`) runs a `lax.scan` over K consecutive minibatches
 of it, gathering each batch from the resident arrays by index. A short last
 batch is padded and its padding weighted 0, so every step has one shape while
 the mathematics equal d2l's short batch.
-Metrics are running sums over examples (not means of batch means), kept in the
-scan carry so nothing syncs with the host until the chunk ends.
+Each step returns its loss sum and correct count over examples (the scan's
+outputs); the trainer's base class adds them up on the host, once per epoch,
+so nothing syncs with the host while an epoch trains.
 
 With `axis_name` set the same functions run under `jax.pmap`: each device takes
 its slice of every global batch and sums are combined with `lax.psum`.
@@ -21,7 +22,6 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from mlp_research.backends.base import Sums
@@ -50,13 +50,6 @@ def zero_sums() -> Sums:
                 jnp.full((), -1, jnp.int32))
 
 
-def host_start_sums(sums: Sums | None) -> Sums:
-    """Sums to start an epoch from, as host numpy scalars (zeros, or those carried by a mid-epoch checkpoint)."""
-    sums = sums or Sums(0.0, 0, 0, -1)
-    return Sums(np.float32(sums.loss_sum), np.int32(sums.correct), np.int32(sums.count),
-                np.int32(sums.first_nonfinite_step))
-
-
 def weighted_loss(apply_fn: ApplyFn, params: Any, x: Array, y: Array, w: Array) -> tuple[Array, Array]:
     """Sum over the batch of per-example cross-entropy times weight, and the logits."""
     logits = apply_fn({"params": params}, x)
@@ -75,9 +68,10 @@ def make_train_chunk(
     axis_name: str | None = None,
     num_shards: int = 1,
     constrain_batch: Callable[[Array], Array] | None = None,
-) -> Callable[..., tuple[TrainState, Sums]]:
-    """Build `train_chunk(state, sums, images, labels, order, chunk) -> (state, sums)`.
+) -> Callable[..., tuple[TrainState, tuple[Array, Array]]]:
+    """Build `train_chunk(state, images, labels, order, chunk) -> (state, (loss sums, correct counts))`.
 
+    Both outputs have one entry per step of the chunk (the global batch's sums).
     `num_shards` > 1 with `axis_name` is the pmap form: each device handles
     `batch_size // num_shards` examples of every global batch. `constrain_batch`
     is the jit-with-shardings form: it annotates the batch indices so XLA
@@ -86,11 +80,10 @@ def make_train_chunk(
     local_batch = layout.batch_size // num_shards
     needs_skip = layout.padded_steps > layout.steps_per_epoch
 
-    def train_chunk(state: TrainState, sums: Sums, images: Array, labels: Array, order: Array, chunk: Array):
+    def train_chunk(state: TrainState, images: Array, labels: Array, order: Array, chunk: Array):
         offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * local_batch
 
-        def body(carry, i):
-            state, sums = carry
+        def body(state, i):
             step_in_epoch = chunk * layout.steps_per_chunk + i
             start = step_in_epoch * layout.batch_size + offset
             idx = jax.lax.dynamic_slice_in_dim(order, start, local_batch)
@@ -107,18 +100,12 @@ def make_train_chunk(
             grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1).astype(g.dtype), grads)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
-            bad = ~jnp.isfinite(loss_sum)
-            first_bad = jnp.where((sums.first_nonfinite_step < 0) & bad, state.step, sums.first_nonfinite_step)
-            new_sums = Sums(sums.loss_sum + loss_sum, sums.correct + correct, sums.count + count, first_bad)
             if needs_skip:  # steps past the end of the epoch (padding chunks) change nothing
                 valid = step_in_epoch < layout.steps_per_epoch
-                new_state, new_sums = jax.tree.map(
-                    lambda new, old: jnp.where(valid, new, old), (new_state, new_sums), (state, sums)
-                )
-            return (new_state, new_sums), None
+                new_state = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_state, state)
+            return new_state, (loss_sum, correct)
 
-        (state, sums), _ = jax.lax.scan(body, (state, sums), jnp.arange(layout.steps_per_chunk))
-        return state, sums
+        return jax.lax.scan(body, state, jnp.arange(layout.steps_per_chunk))
 
     return train_chunk
 

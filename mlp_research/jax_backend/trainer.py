@@ -2,7 +2,8 @@
 
 The training data stay on the device(s); one compiled call trains a chunk of
 steps (a `lax.scan`, see `step.py`) through a placement (`none`, `pmap` or
-`sharded`), and the metric sums stay on the device until the driver asks.
+`sharded`) and returns every step's loss and correct count, which stay on the
+device until the driver asks for the epoch's sums (the base class adds them).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlp_research import batching
-from mlp_research.backends.base import Sums
+from mlp_research.backends.base import Sums, Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.jax_backend import placement as placement_lib
@@ -45,16 +46,24 @@ def initial_state(config: Config, steps_per_epoch: int) -> step_lib.TrainState:
     return step_lib.TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(config, steps_per_epoch).init(params))
 
 
-def abstract_host_state(config: Config) -> step_lib.TrainState:
-    """Zeros shaped like a run's state, on the host: the restore target for its checkpoints."""
+def optimizer_state_or_none(opt_state: Any) -> Any:
+    """The optax state, or None for one without arrays (plain SGD): a checkpoint holds no empty sub-tree."""
+    return opt_state if jax.tree.leaves(opt_state) else None
+
+
+def abstract_host_state(config: Config) -> dict[str, Any]:
+    """Zeros shaped like a run's `state_dict()`, on the host: the restore target of a group member's checkpoint."""
     model, tx = build_model(config.model), make_optimizer(config, 1)
 
-    def init(key: jax.Array) -> step_lib.TrainState:
+    def init(key: jax.Array) -> tuple[Any, Any]:
         params = model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
-        return step_lib.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+        return params, tx.init(params)
 
-    shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    params, opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(init, jax.random.PRNGKey(0)))
+    state = {"step": np.zeros((), np.int32), "params": params}
+    if optimizer_state_or_none(opt_state) is not None:
+        state["opt_state"] = opt_state
+    return state
 
 
 def device_kind(device: Any) -> str:
@@ -98,14 +107,13 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-class JaxTrainer:
+class JaxTrainer(Trainer):
     """Model, optimiser state and data of one run, placed and compiled once."""
 
     def __init__(self, config: Config, splits: Splits, placement: placement_lib.Placement):
-        self.config = config
+        super().__init__(config, splits)
         self.placement = placement
         self.model = build_model(config.model, config.matmul_precision)
-        self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
         self.tx = make_optimizer(config, self.layout.steps_per_epoch)
         self.train_data = placement.put_replicated((splits.train.compact_images, splits.train.labels))
         eval_batch = _round_up(min(config.eval_batch_size, len(splits.eval)), placement.eval_batch_multiple())
@@ -114,10 +122,8 @@ class JaxTrainer:
         self.eval_data = placement.put_eval(*batching.pad_eval(eval_x, eval_y, eval_batch))
         t0 = time.perf_counter()
         self.state = placement.put_replicated(initial_state(config, self.layout.steps_per_epoch))
-        self.sums = placement.put_replicated(step_lib.host_start_sums(None))
-        self.epoch = 0
-        self.order = self._order(0)
-        self._next_order: tuple[int, Any] | None = (0, self.order)  # start_epoch(0) takes it
+        self._next_order: tuple[int, Any] | None = None
+        self.start_epoch(0)
         self._train_chunk: Any = None  # compiled by `compile()` (the driver calls it) or on first use
         self._eval: Any = None
         self._eval_any = placement.eval_fn(self.model.apply)  # other splits compile on first use
@@ -133,8 +139,7 @@ class JaxTrainer:
         if self._train_chunk is None:
             key = ("train", _program_key(self.config, self.placement), self.layout, _signature(self.train_data))
             self._train_chunk = _cached(key, lambda: self.placement.train_fn(self.model.apply, self.tx, self.layout)
-                                        .lower(self.state, self.sums, *self.train_data, self.order, jnp.int32(0))
-                                        .compile())
+                                        .lower(self.state, *self.train_data, self.order, jnp.int32(0)).compile())
         if self._eval is None:
             key = ("eval", _program_key(self.config, self.placement), _signature(self.eval_data))
             self._eval = _cached(key, lambda: self._eval_any.lower(self.state.params, *self.eval_data).compile())
@@ -145,31 +150,32 @@ class JaxTrainer:
         return {"parallel": self.placement.mode, "num_devices": self.placement.num_devices,
                 "device": device_kind(devices[0]), "platform": devices[0].platform}
 
-    def _order(self, epoch: int) -> Any:
-        return self.placement.put_broadcast(batching.epoch_order(self.config.seed, epoch, self.layout))
-
     # ----------------------------------------------------------- training
-    def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
-        self.epoch = epoch
+    def _start_epoch(self, epoch: int) -> None:
         prefetched, self._next_order = self._next_order, None
-        self.order = prefetched[1] if prefetched and prefetched[0] == epoch else self._order(epoch)
-        # Built in numpy and placed in one transfer: eager jnp ops would cost a dispatch each.
-        self.sums = self.placement.put_replicated(step_lib.host_start_sums(sums))
+        if prefetched and prefetched[0] == epoch:
+            self.order = prefetched[1]
+        else:
+            self.order = self.placement.put_broadcast(self.epoch_order(epoch))
 
-    def train_chunk(self, chunk: int) -> None:
+    def _train_steps(self, first: int, end: int) -> tuple[Any, Any]:
         if self._train_chunk is None:
             self.compile()
+        chunk = first // self.layout.steps_per_chunk
         train_x, train_y = self.train_data
-        self.state, self.sums = self._train_chunk(self.state, self.sums, train_x, train_y, self.order, np.int32(chunk))
-        if chunk == self.layout.chunks_per_epoch - 1:
+        self.state, (losses, correct) = self._train_chunk(self.state, train_x, train_y, self.order, np.int32(chunk))
+        if end == self.layout.steps_per_epoch:
             # Dispatch is asynchronous: draw and place the next epoch's order (~1 ms for 60,000
             # examples) while the device trains, instead of between epochs.
-            self._next_order = (self.epoch + 1, self._order(self.epoch + 1))
+            self._next_order = (self.epoch + 1, self.placement.put_broadcast(self.epoch_order(self.epoch + 1)))
+        return losses, correct
 
-    def epoch_sums(self) -> Sums:
-        return host_sums(self.placement.to_host(self.sums))
+    def _fetch(self, values: list[Any]) -> list[np.ndarray]:
+        return list(self.placement.to_host(values))
 
+    # --------------------------------------------------------- evaluation
     def evaluate_eval_split(self) -> Sums:
+        """The whole split in one compiled scan over resident, padded batches (faster than batch by batch)."""
         if self._eval is None:
             self.compile()
         return host_sums(self.placement.to_host(self._eval(self.state.params, *self.eval_data)))
@@ -184,19 +190,17 @@ class JaxTrainer:
         return np.asarray(jax.jit(self.model.apply)({"params": params}, jnp.asarray(images, jnp.float32)))
 
     # -------------------------------------------------------------- state
-    def state_dict(self) -> step_lib.TrainState:
-        return self.placement.to_host(self.state)
+    def _framework_state(self) -> tuple[Any, Any]:
+        host = self.placement.to_host(self.state)
+        return host.params, optimizer_state_or_none(host.opt_state)
 
-    def abstract_state_dict(self) -> step_lib.TrainState:
-        return abstract_host_state(self.config)
+    def _load_framework_state(self, params: Any, opt_state: Any) -> None:
+        opt_state = self.tx.init(params) if opt_state is None else opt_state
+        self.state = self.placement.put_replicated(step_lib.TrainState(np.int32(self.step), params, opt_state))
 
-    def load_state_dict(self, state: step_lib.TrainState) -> None:
-        self.state = self.placement.put_replicated(state)
-
-    def get_params(self) -> dict[str, np.ndarray]:
+    def _get_canonical(self) -> dict[str, np.ndarray]:
         return to_canonical(self.config.model, self.placement.to_host(self.state.params))
 
-    def set_params(self, params: dict[str, np.ndarray]) -> None:
-        host = self.state_dict()
-        flax_params = jax.tree.map(np.asarray, from_canonical(self.config.model, params))
-        self.load_state_dict(step_lib.TrainState(host.step, flax_params, host.opt_state))
+    def _set_canonical(self, params: dict[str, np.ndarray]) -> None:
+        _, opt_state = self._framework_state()
+        self._load_framework_state(jax.tree.map(np.asarray, from_canonical(self.config.model, params)), opt_state)

@@ -19,7 +19,8 @@ import time
 from typing import Any, Sequence
 
 from mlp_research.backends import registry
-from mlp_research.backends.base import check_config, process_count, process_index
+from mlp_research.backends.adapter import as_backend
+from mlp_research.backends.base import Backend, check_config
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError, warn
@@ -31,7 +32,7 @@ from mlp_research.run.checkpoints import Checkpoints
 from mlp_research.run.loop import EpochHook, MemberRun, RunLoop
 from mlp_research.run.members import Member
 from mlp_research.run.summary import build_summary, group_summary
-from mlp_research.run.trainers import as_group
+from mlp_research.run.trainers import OneMember
 
 
 def train_and_evaluate(config: Config, workdir: str, restart: bool = False, backend: Any = None,
@@ -53,10 +54,10 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
     grouped = len(members) > 1 or bool(members[0].name)
     config = members[0].config
     with signals.STOP.scoped() as stop, contextlib.ExitStack() as stack:
-        backend = backend or registry.load(config.backend)
+        backend = as_backend(backend) if backend is not None else registry.load(config.backend)
         _check(backend, members, grouped)
-        primary = process_index(backend) == 0
-        alone = process_count(backend) == 1  # with other processes, stops are agreed in the loop
+        primary = backend.process_index() == 0
+        alone = backend.process_count() == 1  # with other processes, stops are agreed in the loop
         _stop_point(stop, "start-up", alone)
         created = _open_workdirs(stack, members, workdir, axes, restart, primary, grouped)
         splits, data_seconds, trainer = _load_and_build(backend, members, grouped, stop, alone, created, primary)
@@ -65,8 +66,8 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         resumed = loop.resume()
         run_facts = {"num_train": len(splits.train), "num_eval": len(splits.eval), "eval_split": splits.eval.name,
                      "data_source": splits.source, "data_seconds": data_seconds,
-                     "compile_seconds": trainer.compile_seconds, "process_index": process_index(backend),
-                     "process_count": process_count(backend), "launch": launch or {},
+                     "compile_seconds": trainer.compile_seconds, "process_index": backend.process_index(),
+                     "process_count": backend.process_count(), "launch": launch or {},
                      "framework_version": backend.version(),
                      "resumed_from_step": resumed.step if resumed else None}
         if config.progress and primary:
@@ -80,7 +81,7 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         return summaries
 
 
-def _load_and_build(backend: Any, members: Sequence[Member], grouped: bool, stop: signals.StopRequest, alone: bool,
+def _load_and_build(backend: Backend, members: Sequence[Member], grouped: bool, stop: signals.StopRequest, alone: bool,
                     created: Sequence[str], primary: bool) -> tuple[Splits, float, Any]:
     """The data and the trainer; a run that fails (or stops) here leaves no workdir it created behind."""
     try:
@@ -131,11 +132,11 @@ def _run_loop(loop: RunLoop, run_facts: dict, start: float, primary: bool) -> No
                 run.writer.close("failure" if run.diverged and status else status)
 
 
-def _check(backend: Any, members: Sequence[Member], grouped: bool) -> None:
+def _check(backend: Backend, members: Sequence[Member], grouped: bool) -> None:
     """Everything that can refuse the run from its flags alone."""
     for m in members:
         check_config(backend, m.config)
-    if grouped and not hasattr(backend, "group_trainer"):
+    if grouped and not backend.trains_groups:
         raise ConfigError(f"--vmap: the {backend.name} backend trains one configuration at a time")
     if grouped:
         keys = {members_lib.group_key(m.config) for m in members}
@@ -178,15 +179,17 @@ def _launch_hint() -> str | None:
     return launchers.launch_hint(os.environ)
 
 
-def _build_trainer(backend: Any, members: Sequence[Member], splits: Splits, grouped: bool):
+def _build_trainer(backend: Backend, members: Sequence[Member], splits: Splits, grouped: bool):
     config = members[0].config
     if config.batch_size > len(splits.train):
         raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
-    trainer = backend.group_trainer([m.config for m in members], splits) if grouped else \
-        backend.trainer(config, splits)
-    if hasattr(trainer, "compile"):  # optional: ahead-of-time compilation, so epoch times exclude it
-        trainer.compile()
-    return as_group(trainer)
+    if grouped:
+        trainer = backend.group_trainer([m.config for m in members], splits)
+        trainer.compile()  # ahead-of-time compilation, so epoch times exclude it
+        return trainer
+    single = backend.trainer(config, splits)
+    single.compile()
+    return OneMember(single)
 
 
 def _open_writers(runs: Sequence[MemberRun], primary: bool) -> None:

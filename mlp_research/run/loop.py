@@ -5,7 +5,7 @@ host sync, then a metrics row per member. Checkpoints are saved for every
 member at the same step (a member's checkpoint is a single run's), when due,
 at the end, on a new best val_acc with --keep_best, and on a stop request.
 In runs that span processes every stop and save decision is agreed
-collectively (`base.agree`), so no process waits at a save the others skip.
+collectively (`Backend.agree`), so no process waits at a save the others skip.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from mlp_research import schedules
-from mlp_research.backends.base import GroupTrainer, Sums, agree
+from mlp_research.backends.base import Backend, GroupTrainer, Sums
 from mlp_research.batching import EpochLayout
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError, warn
 from mlp_research.run.checkpoints import Checkpoints, Position, Resumed
@@ -51,7 +51,7 @@ def nonfinite_message(epoch: int, step: int, epoch_start: int) -> str:
 class RunLoop:
     """Trains `trainer`'s members from their common checkpoint to `max_epochs`."""
 
-    def __init__(self, runs: Sequence[MemberRun], trainer: GroupTrainer, backend: Any, stop: StopRequest,
+    def __init__(self, runs: Sequence[MemberRun], trainer: GroupTrainer, backend: Backend, stop: StopRequest,
                  primary: bool, on_epoch: EpochHook | None = None):
         self.runs, self.trainer, self.backend, self.stop = list(runs), trainer, backend, stop
         self.primary, self.on_epoch = primary, on_epoch
@@ -200,7 +200,9 @@ class RunLoop:
         return bool(crossed) and time.monotonic() - self.last_save >= self.config.checkpoint_min_seconds
 
     def _agree(self, due: bool) -> tuple[bool, bool]:
-        stop, due = agree(self.backend, self.stop.requested, due)
+        stop = self.stop.requested
+        if self.backend.process_count() > 1:
+            stop, due = self.backend.agree(stop, due)
         if stop and not self.stop.requested:
             self.stop.request("SIGTERM (to another process of the run)")
         return stop, due

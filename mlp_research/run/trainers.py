@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlp_research.backends.base import GroupTrainer, Sums, Trainer
+from mlp_research.backends.base import Sums, Trainer
 from mlp_research.batching import EpochLayout
 
 
@@ -29,10 +29,13 @@ class OneMember:
 
     @property
     def compile_seconds(self) -> float:
-        return float(getattr(self.trainer, "compile_seconds", 0.0))
+        return float(self.trainer.compile_seconds)
 
     def describe(self) -> dict[str, Any]:
         return self.trainer.describe()
+
+    def compile(self) -> None:
+        self.trainer.compile()
 
     def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
         self.trainer.start_epoch(epoch, sums[0] if sums else None)
@@ -61,6 +64,3 @@ class OneMember:
     def get_params(self) -> list[dict[str, np.ndarray]]:
         return [self.trainer.get_params()]
 
-
-def as_group(trainer: Trainer | GroupTrainer) -> GroupTrainer:
-    return trainer if hasattr(trainer, "members") else OneMember(trainer)

@@ -6,6 +6,7 @@ import json
 import os
 
 from mlp_research.backends import registry
+from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import DECLARATIONS, check_config
 from mlp_research.config import MATMUL_PRECISIONS, PARALLEL_MODES
 from mlp_research.errors import ConfigError
@@ -51,7 +52,7 @@ def refusals(kit: Kit) -> Outcome:
 
 def vmap_refusal(kit: Kit) -> Outcome:
     """Without `group_trainer`, a vmapped group is refused with ConfigError naming --vmap."""
-    if hasattr(kit.backend, "group_trainer"):
+    if as_backend(kit.backend).trains_groups:
         return skipped("the backend trains vmapped groups")
     base = kit.config(max_epochs=1)
     group = members.expand(base, {"lr": ["0.05", "0.1"]}, os.path.join(kit.workdir, "vmap"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlp_research.backends.base import Backend
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.optimizers import SUPPORTED
@@ -17,14 +18,14 @@ if TYPE_CHECKING:
     from mlp_research_tensorflow.trainer import TensorFlowTrainer
 
 
-class TensorFlowBackend:
+class TensorFlowBackend(Backend):
     """The d2l chapter's TensorFlow models, trained by `tf.function` chunks of steps."""
 
     name = "tensorflow"
     # Declared capabilities: the driver refuses anything else with the flag named.
     optimizers = SUPPORTED  # every rule of mlp_research.optimizers, in TensorFlow ops (optim.py)
     parallel_modes = ("auto", "none")  # one device
-    matmul_precisions = ("default",)  # TensorFlow's own float32
+    matmul_precisions = ("default", "bfloat16")  # TensorFlow's own float32, or bfloat16 matmuls (models.py)
 
     def version(self) -> str:
         from mlp_research_tensorflow._tf import import_tensorflow

@@ -74,8 +74,9 @@ def keras_initializer(spec: ModelSpec, seed: int, layer: int) -> Any:
 class MLPScratch:
     """From-scratch MLP: W1, b1, W2, b2, ... as plain `tf.Variable`s."""
 
-    def __init__(self, spec: ModelSpec, seed: int):
+    def __init__(self, spec: ModelSpec, seed: int, precision: str = "default"):
         self.spec = spec
+        self.bfloat16 = precision == "bfloat16"
         self.activation = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
         self.variables: list[Any] = []
         for layer, (name, shape) in enumerate(spec.canonical_shapes().items()):
@@ -97,24 +98,37 @@ class MLPScratch:
         X = tf.reshape(X, (-1, self.spec.num_inputs))
         last = self.spec.num_layers - 1
         for i in range(self.spec.num_layers):
-            X = tf.matmul(X, self.variables[2 * i]) + self.variables[2 * i + 1]
+            X = self._matmul(X, self.variables[2 * i]) + self.variables[2 * i + 1]
             if i < last:
                 X = self.activation(X)
         return X
 
 
-class MLPConcise:
-    """Concise MLP: `tf.keras.Sequential([Flatten, Dense(h, activation), ..., Dense(o)])`."""
+    def _matmul(self, X: Any, W: Any) -> Any:
+        """X @ W; with bfloat16, both operands rounded to bfloat16 and the product returned as float32."""
+        if not self.bfloat16:
+            return tf.matmul(X, W)
+        return tf.cast(tf.matmul(tf.cast(X, tf.bfloat16), tf.cast(W, tf.bfloat16)), tf.float32)
 
-    def __init__(self, spec: ModelSpec, seed: int):
+
+class MLPConcise:
+    """Concise MLP: `tf.keras.Sequential([Flatten, Dense(h, activation), ..., Dense(o)])`.
+
+    With bfloat16, every layer takes Keras's `mixed_bfloat16` policy (float32 weights, bfloat16
+    computation: matmuls, bias adds and activations), the idiomatic Keras form; the logits are
+    returned as float32.
+    """
+
+    def __init__(self, spec: ModelSpec, seed: int, precision: str = "default"):
         self.spec = spec
+        policy = "mixed_bfloat16" if precision == "bfloat16" else None
         layers: list[Any] = [keras.layers.Flatten()]
         activation = ACTIVATIONS[spec.activation]
         for i, width in enumerate((*spec.num_hiddens, spec.num_outputs)):
             hidden = i < len(spec.num_hiddens)
             layers.append(keras.layers.Dense(
                 width, activation=activation if hidden else None,
-                kernel_initializer=keras_initializer(spec, seed, i), bias_initializer="zeros",
+                kernel_initializer=keras_initializer(spec, seed, i), bias_initializer="zeros", dtype=policy,
             ))
         self.net = keras.Sequential(layers)
         self.net.build((None, 28, 28))
@@ -122,8 +136,9 @@ class MLPConcise:
         self.variables = [v.value for v in self.net.trainable_variables]
 
     def __call__(self, X: Any) -> Any:
-        return self.net(X)
+        return tf.cast(self.net(X), tf.float32)
 
 
-def build_model(spec: ModelSpec, seed: int) -> MLPScratch | MLPConcise:
-    return MLPScratch(spec, seed) if spec.model == "mlp_scratch" else MLPConcise(spec, seed)
+def build_model(spec: ModelSpec, seed: int, precision: str = "default") -> MLPScratch | MLPConcise:
+    """The spec's model; `precision` is the run's --matmul_precision (default or bfloat16)."""
+    return (MLPScratch if spec.model == "mlp_scratch" else MLPConcise)(spec, seed, precision)

@@ -11,6 +11,7 @@ import importlib.metadata as md
 import importlib.util
 from typing import TYPE_CHECKING
 
+from mlp_research.backends.base import Backend
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.optimizers import SUPPORTED
@@ -22,12 +23,12 @@ if importlib.util.find_spec("torch") is None:
     raise ImportError("torch is not installed (pip install 'torch>=2.4,<=2.13.0')")
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     name = "torch"
     # Declared capabilities: the driver refuses anything else with the flag named.
     optimizers = SUPPORTED  # torch.optim where it computes optax's update, the shared rule elsewhere
     parallel_modes = ("auto", "none")  # one device
-    matmul_precisions = ("default",)  # torch's own float32
+    matmul_precisions = ("default", "bfloat16")  # torch's own float32, or bfloat16 matmuls through torch.autocast
 
     def version(self) -> str:
         return md.version("torch")

@@ -12,7 +12,8 @@ by default.
 The optimiser state is created in full when the trainer is built (zeros,
 which for these algorithms is exactly a fresh state), so `state_dict()` has one
 structure for the whole run and `abstract_state_dict()` can describe it before
-the first step, as the driver's checkpoint restore needs.
+the first step, as the driver's checkpoint restore needs. Epoch sums, the state
+layout, parameter checks and evaluation batching are the base class's.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mlp_research import batching, schedules
-from mlp_research.backends.base import Sums
+from mlp_research import schedules
+from mlp_research.backends.base import Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research_torch import models
@@ -67,18 +68,14 @@ def compile_requested() -> bool:
     return os.environ.get(COMPILE_ENV, "").lower() in ("1", "true", "yes", "on")
 
 
-class TorchTrainer:
+class TorchTrainer(Trainer):
     """Model, optimiser state and data of one run, placed once on one device."""
 
     def __init__(self, config: Config, splits: Splits, device: torch.device | None = None):
+        super().__init__(config, splits)
         t0 = time.perf_counter()
-        self.config = config
-        self.spec = config.model
         self.threads = configure_threads()
         self.device = device or pick_device()
-        train = splits.train
-        self.layout = batching.make_layout(len(train), config.batch_size, config.steps_per_chunk)
-
         # Seeded from config.seed without disturbing the caller's global torch RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -87,32 +84,23 @@ class TorchTrainer:
         self.params = list(self.model.parameters())
         self.optimizer = make_optimizer(config, self.params)
         self._materialise_optimizer_state()
-        self.step = 0
-
-        self.train_x, self.train_y = self._put(train.images, train.labels)
-        self.eval_x, self.eval_y = self._put(splits.eval.images, splits.eval.labels)
-        self.eval_batch = max(1, min(config.eval_batch_size, len(splits.eval)))
-
+        self.train_x, self.train_y = self._put_batch(splits.train.images, splits.train.labels)
+        self.keep_eval_split(splits)
         steps = self.layout.steps_per_epoch
-        sizes = np.full(steps, config.batch_size, np.float64)
-        sizes[-1] = len(train) - (steps - 1) * config.batch_size  # the short last batch
-        self._host_batch_sizes = sizes.astype(np.int64)
-        self._batch_sizes = torch.from_numpy(sizes).to(self.device)
-        self._losses = torch.zeros(steps, dtype=torch.float32, device=self.device)
+        self._losses = torch.zeros(steps, dtype=torch.float32, device=self.device)  # per-step loss sums
         self._correct = torch.zeros(steps, dtype=torch.int64, device=self.device)
-        self._epoch = 0
-        self._trained = (0, 0)  # [first, end) steps of the current epoch trained by this process
-        self._carried = Sums(0.0, 0, 0)
-        self._order = self._epoch_order(0)
-
+        # --matmul_precision=bfloat16: torch.autocast runs every matmul, forward and backward, in bfloat16 on
+        # the CPU's matrix engine (oneDNN on AMX) and the loss in float32; parameters and optimiser stay float32.
+        self.bfloat16 = config.matmul_precision == "bfloat16"
         self.compiled = compile_requested()
         self.forward = torch.compile(self.model) if self.compiled else self.model
+        self.start_epoch(0)
         if self.compiled:
             self._warm_up()
         self.compile_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------ set-up
-    def _put(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _put_batch(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
         y = torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)  # cross_entropy wants int64
         return x, y
@@ -141,37 +129,30 @@ class TorchTrainer:
 
     def _warm_up(self) -> None:
         """Compile the forward/backward for the train batch shapes and the eval shapes (no update)."""
-        sizes = {self.config.batch_size, int(self._host_batch_sizes[-1])}
-        for n in sizes:
-            loss = F.cross_entropy(self.forward(self.train_x[:n]), self.train_y[:n])
-            loss.backward()
+        last = self.layout.num_train - (self.layout.steps_per_epoch - 1) * self.config.batch_size
+        for n in {self.config.batch_size, last}:
+            with self._precision():
+                logits = self.forward(self.train_x[:n])
+            F.cross_entropy(logits.float(), self.train_y[:n]).backward()
         self.optimizer.zero_grad(set_to_none=True)
-        self._evaluate(self.eval_x, self.eval_y)
+        self.evaluate_eval_split()
+
+    def _precision(self) -> torch.autocast:
+        """The matmul precision of the run: bfloat16 autocast, or (disabled) torch's float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16)
 
     def describe(self) -> dict[str, Any]:
         kind = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         return {"parallel": "none", "num_devices": 1, "device": kind, "platform": self.device.type,
                 "torch_threads": self.threads, "torch_compile": self.compiled}
 
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
-        order = batching.epoch_order(self.config.seed, epoch, self.layout)[: self.layout.num_train]
-        return torch.from_numpy(order.astype(np.int64)).to(self.device)
-
     # ----------------------------------------------------------- training
-    def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
-        self._epoch = epoch
-        self._order = self._epoch_order(epoch)
-        self._carried = sums or Sums(0.0, 0, 0)
-        self._losses.zero_()
-        self._correct.zero_()
-        self._trained = (-1, -1)
+    def _start_epoch(self, epoch: int) -> None:
+        order = self.epoch_order(epoch)[: self.layout.num_train]
+        self._order = torch.from_numpy(order.astype(np.int64)).to(self.device)
 
-    def train_chunk(self, chunk: int) -> None:
+    def _train_steps(self, first: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         layout = self.layout
-        first = chunk * layout.steps_per_chunk
-        end = layout.steps_done(chunk)
-        if self._trained[0] < 0:
-            self._trained = (first, first)
         batch, n = layout.batch_size, layout.num_train
         model, optimizer = self.forward, self.optimizer
         scheduled = self.config.schedule != "constant"
@@ -181,99 +162,68 @@ class TorchTrainer:
             idx = order[s * batch: min((s + 1) * batch, n)]
             x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
             if scheduled:
-                lr = schedules.learning_rate(self.config, layout.steps_per_epoch, self.step)
+                lr = schedules.learning_rate(self.config, layout.steps_per_epoch, self.step + s - first)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)  # mean over this batch's examples, as optax's loss / count
+            with self._precision():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)  # mean over this batch's examples, as optax's loss / count
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                losses[s] = loss
+                losses[s] = loss * len(idx)
                 correct[s] = (logits.argmax(dim=1) == y).sum()
-            self.step += 1
-        self._trained = (self._trained[0], end)
+        return losses[first:end], correct[first:end]
 
-    def epoch_sums(self) -> Sums:
-        first, end = self._trained
-        carried = self._carried
-        if first < 0 or end <= first:
-            return carried
-        losses = self._losses[first:end]
-        bad = ~torch.isfinite(losses)
-        # One transfer for everything: loss sum over examples (float64), correct, first bad step.
-        loss_sum = (losses.double() * self._batch_sizes[first:end]).sum()
-        first_bad = torch.where(bad.any(), bad.int().argmax(), torch.tensor(-1, device=self.device))
-        host = torch.stack([loss_sum, self._correct[first:end].sum().double(), first_bad.double()]).tolist()
-        count = int(self._host_batch_sizes[first:end].sum())
-        first_nonfinite = carried.first_nonfinite_step
-        if first_nonfinite < 0 and host[2] >= 0:
-            first_nonfinite = self._epoch * self.layout.steps_per_epoch + first + int(host[2])
-        return Sums(carried.loss_sum + host[0], carried.correct + int(host[1]), carried.count + count,
-                    first_nonfinite)
+    def _fetch(self, values: list[Any]) -> list[np.ndarray]:
+        """Device tensors to numpy in one transfer."""
+        if not values:
+            return []
+        flat = torch.cat([v.reshape(-1).to(torch.float64) for v in values]).cpu().numpy()
+        sizes = np.cumsum([v.numel() for v in values])[:-1]
+        return np.split(flat, sizes)
 
     # --------------------------------------------------------- evaluation
     @torch.inference_mode()
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> Sums:
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for i in range(0, len(y), self.eval_batch):
-            xb, yb = x[i: i + self.eval_batch], y[i: i + self.eval_batch]
-            logits = self.forward(xb)
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == yb).sum()
-        return Sums(float(loss_sum.item()), int(correct.item()), len(y))
-
-    def evaluate_eval_split(self) -> Sums:
-        return self._evaluate(self.eval_x, self.eval_y)
-
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> Sums:
-        return self._evaluate(*self._put(images, labels))
+    def _evaluate_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._precision():
+            logits = self.forward(x).float()
+        return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(dim=1) == y).sum()
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits of a batch with the current parameters (for parity checks)."""
-        return self.forward(self._put(images, np.zeros(len(images), np.int64))[0]).cpu().numpy()
+        with self._precision():
+            return self.forward(self._put_batch(images, np.zeros(len(images), np.int64))[0]).float().cpu().numpy()
 
     # -------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """{'step', 'params' (torch's own layout), 'opt' (per parameter)} as numpy arrays."""
-        state: dict[str, Any] = {
-            "step": np.asarray(self.step, np.int64),
-            "params": {name: _numpy(p) for name, p in zip(self.param_names, self.params)},
-        }
+    def _framework_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+        """Parameters in torch's own layout, and the optimiser's state per parameter (None for plain SGD)."""
+        params = {name: _numpy(p) for name, p in zip(self.param_names, self.params)}
         opt = {}
         for name, p in zip(self.param_names, self.params):
             entries = {key: _numpy(value) for key, value in self.optimizer.state[p].items() if value is not None}
             if entries:
                 opt[name] = entries
-        if opt:  # plain SGD keeps no state
-            state["opt"] = opt
-        return state
-
-    def abstract_state_dict(self) -> dict[str, Any]:
-        """Zeros of the state's structure, shapes and dtypes: fixed from construction on."""
-        return _map(lambda a: np.zeros(a.shape, a.dtype), self.state_dict())
+        return params, opt or None
 
     @torch.no_grad()
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(np.asarray(state["step"]))
+    def _load_framework_state(self, params: dict[str, Any], opt_state: dict[str, Any] | None) -> None:
         for name, p in zip(self.param_names, self.params):
-            p.copy_(torch.from_numpy(np.array(state["params"][name])))
-        for name, p in zip(self.param_names, self.params):
+            p.copy_(torch.from_numpy(np.array(params[name])))
             entries = self.optimizer.state[p]
-            for key, value in state.get("opt", {}).get(name, {}).items():
+            for key, value in (opt_state or {}).get(name, {}).items():
                 current = entries[key]
                 if torch.is_tensor(current):
                     current.copy_(torch.from_numpy(np.array(value)))
                 else:
                     entries[key] = type(current)(np.asarray(value).item())
 
-    def get_params(self) -> dict[str, np.ndarray]:
+    def _get_canonical(self) -> dict[str, np.ndarray]:
         return models.to_canonical(self.model, self.spec)
 
-    def set_params(self, params: dict[str, np.ndarray]) -> None:
+    def _set_canonical(self, params: dict[str, np.ndarray]) -> None:
         models.load_canonical(self.model, self.spec, params)
 
 
@@ -281,9 +231,3 @@ def _numpy(value: Any) -> np.ndarray:
     if torch.is_tensor(value):
         return value.detach().cpu().numpy().copy()
     return np.asarray(value)
-
-
-def _map(fn, tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _map(fn, v) for k, v in tree.items()}
-    return fn(tree)

@@ -82,9 +82,9 @@ def test_state_dict_layout_step_counter_and_optimiser_slots(tiny, optimizer) -> 
     trainer = registry.load("torch").trainer(config, load_splits(config))
     train_epochs(trainer, range(1))
     state = trainer.state_dict()
-    assert ("opt" in state) == (optimizer == "adam") and int(state["step"]) == trainer.layout.steps_per_epoch == 5
+    assert ("opt_state" in state) == (optimizer == "adam") and int(state["step"]) == trainer.layout.steps_per_epoch == 5
     if optimizer == "adam":
-        assert set(state["opt"]["1_weight"]) == {"step", "exp_avg", "exp_avg_sq"}  # torch.optim.Adam's own state
+        assert set(state["opt_state"]["1_weight"]) == {"step", "exp_avg", "exp_avg_sq"}  # torch.optim.Adam's own state
 
 
 def test_thread_count_follows_the_environment_and_never_exceeds_the_allowed_cpus(tiny) -> None:
