@@ -5,8 +5,8 @@
 #   bash benchmarks/device_check.sh                                # there, from the repo root
 #
 # Writes everything under $OUT (default runs/device): gpu.csv, versions.txt, bench/ (core vs plain JAX,
-# the torch backend vs the plain torch loop, time to result with a cold and a warm compilation
-# cache), precision.jsonl (accuracy and epoch time per --matmul_precision), scaling/ (width and
+# the torch backend vs the plain torch loop, float32 beside bfloat16, each against its hardware floor,
+# time to result with a cold and a warm compilation cache), precision.jsonl (accuracy and epoch time per --matmul_precision), scaling/ (width and
 # depth), log.txt. Each stage has its own time limit and the stages run cheapest-first by value, so
 # a run cut short still returns the headline figures. Installs this project offline over the
 # image's packages and nothing else.
@@ -53,10 +53,11 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 else 'without CUDA')" >>"$OUT/versions.txt" 2>&1
 cat "$OUT/gpu.csv" "$OUT/versions.txt"
 
-# 1. The headline: steady epoch of the default run against the plain loops, and 10 epochs from
-#    process start to result with a cold and then a warm persistent compilation cache.
-stage bench 240 $PY -m benchmarks.epoch_time --data_dir="$DATA" --out="$OUT/bench" "${BENCH_SIZE[@]}" \
-    --cases=core,jax_plain,torch_plain,backend_torch,cli_cold,cli_warm
+# 1. The headline: steady epoch of the default run against the plain loops and the hardware floor, in
+#    float32 and in bfloat16 (the tensor cores' path: the same code as the CPU's AMX path), and 10 epochs
+#    from process start to result with a cold and then a warm persistent compilation cache.
+stage bench 300 $PY -m benchmarks.epoch_time --data_dir="$DATA" --out="$OUT/bench" "${BENCH_SIZE[@]}" \
+    --cases=core,core_bf16,jax_plain,torch_plain,backend_torch,backend_torch_bf16,cli_cold,cli_warm
 
 # 2. The accuracy cost of lower matmul precision (default is TF32 on recent NVIDIA GPUs).
 : >"$OUT/precision.jsonl"

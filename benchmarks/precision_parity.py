@@ -11,8 +11,8 @@ docs/exercises/report.json). The same seed means the same initialisation and
 data order, so the per-seed difference bfloat16 - float32 is the paired
 statistic: its mean and 95% interval answer "what does bfloat16 cost", the
 mean and interval of each side say how much seeds alone move the result.
-JAX trains the seeds of one precision as one vmapped group; other backends run
-them one by one. Finished runs are reused from their work directories, so an
+A backend that trains vmapped groups (JAX) trains the seeds of one precision as
+one group; other backends run them one by one. Finished runs are reused from their work directories, so an
 interrupted invocation continues. Writes parity.json and parity.md to --out.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 from absl import app, flags
 
 from mlp_research import hardware, stats
+from mlp_research.backends import registry
 from mlp_research.config import Config
 from mlp_research.files import atomic_write
 from mlp_research.run import driver
@@ -41,7 +42,7 @@ flags.DEFINE_enum("preset", "chapter", ["chapter", "report_best"], "chapter: the
                   "batch 256, 10 epochs); report_best: the exercise report's chosen configuration.")
 flags.DEFINE_string("report", "docs/exercises/report.json", "The report whose q5.best.command report_best uses.")
 flags.DEFINE_integer("max_epochs", 0, "Override the epochs (0: the preset's).")
-flags.DEFINE_boolean("quick", False, "Synthetic data (2,000 / 500 examples), 1 epoch: checks the harness, not bfloat16.")
+flags.DEFINE_boolean("quick", False, "Synthetic data (2,000 / 500 examples), 1 epoch: checks the harness only.")
 FLAGS = flags.FLAGS
 
 PRECISIONS = ("default", "bfloat16")
@@ -65,7 +66,7 @@ def preset_settings(preset: str, report_path: str) -> dict[str, str]:
 
 def train_seeds(config: Config, seeds: int, workdir: str) -> list[dict]:
     """Every seed of `config` (resumed or reused where its run exists); summaries in seed order."""
-    if config.backend == "jax":  # one vmapped program, each member bit-identical to its single run
+    if registry.load(config.backend).trains_groups:  # one program, each member bit-identical to its single run
         axes = {"seed": [str(s) for s in range(seeds)]}
         members = members_lib.expand(config, axes, workdir)
         return driver.train(members, workdir, axes=members_lib.typed_axes(members, axes))
