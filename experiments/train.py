@@ -2,7 +2,6 @@
 
     python -m experiments.train [--config=FILE] [--flag=value ...] [--vmap=FIELD:V1,V2 ...]
 
-
 Writes metrics.jsonl, summary.json, curves.png, TensorBoard events and checkpoints to --workdir;
 with --vmap, each member writes those to its own sub-directory (`W/lr=0.05/`) and W gets the group's summary.
 """
@@ -34,31 +33,17 @@ def main(argv: list[str]) -> None:
     config = cli.config_from_flags()
     launch = launchers.from_flags(FLAGS)  # a partial launcher environment is refused before any write
     axes = members_lib.parse_vmap(FLAGS.vmap)
-    if FLAGS.workdir is None:
-        workdir = os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    else:
-        workdir = FLAGS.workdir
+    workdir = FLAGS.workdir or os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_workdir(workdir)
-    members = members_lib.expand(config, axes, workdir)
-    from mlp_research.backends import registry
-    from mlp_research.run import driver  # after the flag checks: imports the backend's framework later
+    from mlp_research.run import api  # after the flag checks: the backend's framework comes in with it
 
-    backend = registry.load(config.backend)
-    backend.prepare(config)
-    if launch.joins:
-        launch = backend.join_processes(launch)  # returns the launch completed by the runtime
-    with backend.guard():  # JAX: a lost peer ends a process in one line
-        summaries = driver.train(members, workdir, axes=members_lib.typed_axes(members, axes),
-                                 restart=FLAGS.restart, backend=backend, launch=launch.to_dict())
-    if summaries[0]["process_index"] != 0:
-        return
-    for member, summary in zip(members, summaries):
-        final = summary["final"]
-        name = f" [{member.name}]" if member.name else ""
-        state = "  diverged" if summary["diverged"] else ""
-        print(f"done{name}: val_acc {final['val_acc']:.4f}  val_loss {final['val_loss']:.4f}  "
-              f"train_loss {final['train_loss']:.4f}  total {summary['total_seconds']:.1f} s{state}  "
-              f"-> {member.workdir}")
+    if axes:
+        results = api.train_group(config, workdir, axes, restart=FLAGS.restart, launch=launch).members.values()
+    else:
+        results = [api.train_and_evaluate(config, workdir, restart=FLAGS.restart, launch=launch)]
+    for result in results:
+        if result.summary["process_index"] == 0:
+            print(cli.done_line(result.summary, result.workdir, result.summary.get("group", {}).get("member", "")))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,15 @@ def help_text(main_module: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def done_line(summary: dict[str, Any], workdir: str, name: str = "") -> str:
+    """The line a finished run prints: its final metrics, total time and where it wrote them."""
+    final = summary["final"]
+    member = f" [{name}]" if name else ""
+    state = "  diverged" if summary["diverged"] else ""
+    return (f"done{member}: val_acc {final['val_acc']:.4f}  val_loss {final['val_loss']:.4f}  "
+            f"train_loss {final['train_loss']:.4f}  total {summary['total_seconds']:.1f} s{state}  -> {workdir}")
+
+
 def parse_flags_or_exit(argv: list[str]) -> list[str]:
     """absl's parser, but a bad flag prints one line and exits with code 2."""
     try:

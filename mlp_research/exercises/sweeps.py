@@ -93,7 +93,7 @@ def load_result(trial: Trial, root: str, summary: dict) -> dict:
         history = [dataclasses.asdict(r) for r in metrics_lib.read_rows(workdir)]
     except (OSError, ValueError, TypeError):
         history = []
-    result = {k: v for k, v in summary.items() if k != "params"}
+    result = {k: v for k, v in summary.items() if k not in ("params", "rows")}
     result.update(history=history, labels=dict(trial.labels), analysis=record.get("analysis"), name=trial.name)
     return result
 

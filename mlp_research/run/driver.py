@@ -40,7 +40,7 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False, back
     """Train `config` in `workdir`, resuming from its latest checkpoint unless `restart`.
 
     Returns the summary (also written to workdir/summary.json) plus the final
-    canonical parameters under "params".
+    canonical parameters under "params" and the metrics rows under "rows".
     """
     return train(members_lib.single(config, workdir), workdir, restart=restart, backend=backend,
                  on_epoch=on_epoch, launch=launch)[0]
@@ -226,7 +226,7 @@ def _finish(loop: RunLoop, splits: Splits, run_facts: dict, start: float, primar
             summary["group"] = {"workdir": group_dir, "member": run.member.name, "size": len(runs)}
         if primary:
             _write_member_outputs(run, summary)
-        summaries.append({**summary, "params": params})
+        summaries.append({**summary, "params": params, "rows": list(run.rows)})
     where = loop.trainer.describe()
     run_facts = {**run_facts, "total_seconds": time.perf_counter() - start}
     if group_dir is not None and primary:
