@@ -78,6 +78,7 @@ def test_search_command_finishes_exactly_n_trials_reruns_continue_and_the_dashbo
     compare = subprocess.run([sys.executable, "-m", "experiments.compare", *map(str, (work / "trials").iterdir())],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert compare.returncode == 0 and compare.stdout.count("/trials/") == 5, compare.stderr
+    assert "in progress" not in compare.stdout and "| ? |" not in compare.stdout, compare.stdout  # pruned: named
     again = search(f"--space={TINY}", f"--workdir={work}", "--n_trials=5")
     assert again.returncode == 0 and "already has 5 finished trials" in again.stdout, again.stderr
     assert_dashboard_lists(f"sqlite:///{work / 'study.db'}", spec.study_name, 5)
@@ -154,3 +155,29 @@ def test_a_sigkilled_workers_trial_is_retried_not_lost(kind, tmp_path, request):
     print(f"{kind}: killed worker 0 in trial {victim.number} after epoch {len(victim.intermediate_values)}; "
           f"trial {retries[0].number} retried it from step {summary['resumed_from_step']}; "
           f"{len(finished)} of 2 trials finished")
+
+
+def test_a_stopped_search_resumes_its_interrupted_trials_when_rerun(tmp_path):
+    """SIGTERM to the command stops its workers at their next safe point (exit 5); the rerun finishes the study,
+    the interrupted trials retried from the checkpoints the stop saved."""
+    work, longer = tmp_path / "w", str(REPO / "tests" / "search_spaces" / "longer.py")
+    args = [sys.executable, "-m", "experiments.search", f"--space={longer}", f"--workdir={work}", "--workers=2",
+            "--n_trials=2"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    spec = wait_for(lambda: (work / "search.json").exists() and study.SearchSpec.from_json(
+        (work / "search.json").read_text()), 120, "the search to start")
+    the_study = study.open_study(spec, spec.space())
+    wait_for(lambda: any(len(t.intermediate_values) >= 2 for t in the_study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))), 240, "a trial in its third epoch")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 5 and "stopped by a signal" in err.strip().splitlines()[-1], err[-2000:]
+    again = search(f"--space={longer}", f"--workdir={work}", "--workers=2", "--n_trials=2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = the_study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in study.FINISHED]
+    retried = [t for t in finished if study.retried_from(t) is not None]
+    assert len(finished) == 2 and retried, [(t.number, t.state.name) for t in trials]
+    for t in retried:
+        summary = json.load(open(work / t.user_attrs["workdir"] / "summary.json"))
+        assert summary["resumed_from_step"] > 0

@@ -24,14 +24,14 @@ from typing import Callable
 import optuna
 
 from mlp_research.config import Config
-from mlp_research.errors import NonFiniteLossError
+from mlp_research.errors import NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError
 from mlp_research.files import atomic_write
+from mlp_research.run.compare import TRIAL_FILE
 from mlp_research.run.workdir import CHECKPOINT_DIR
 from mlp_research.search import study as study_lib
 from mlp_research.search.space import Space, configure, suggest
 
 Log = Callable[[str], None]
-TRIAL_FILE = "trial.json"
 
 
 class Surplus(Exception):
@@ -90,7 +90,7 @@ class Objective:
         trial.set_user_attr("workdir", os.path.relpath(workdir, self.spec.workdir))
         trial.set_user_attr("worker", self.worker)
         record = {"study": self.spec.study_name, "trial": trial.number, "retried_from": original,
-                  "params": params, "state": "RUNNING"}
+                  "params": params, "state": "RUNNING", "config": config.to_flat()}
         write_record(workdir, record)
         t0, before = time.perf_counter(), float(trial.user_attrs.get("seconds", 0.0))  # a retry carries its time
         tag = f"[search w{self.worker}] trial {trial.number}"
@@ -109,6 +109,9 @@ class Objective:
 
         try:
             summary = train(config, workdir, on_epoch)
+        except (PreemptedError, StoppedBeforeCheckpointError):  # the worker was asked to stop: a rerun resumes it
+            self.retry_later(trial)
+            raise
         except NonFiniteLossError as e:
             trial.set_user_attr("diverged", str(e))
             self.log(f"{tag}: diverged ({describe(params)})")
@@ -119,6 +122,15 @@ class Objective:
         self.log(f"{tag}: {self.space.metric} {value:.4f} after {summary['final']['epoch']} epochs "
                  f"({describe(params)}, {time.perf_counter() - t0:.1f} s)")
         return value
+
+
+    def retry_later(self, trial: optuna.Trial) -> None:
+        """Queue a retry of a trial stopped by a signal, as the heartbeat would for a dead worker's: the next worker
+        (or a rerun) resumes it from the checkpoint the stop saved."""
+        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+        callback = getattr(self.study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+        if callback is not None:
+            callback(self.study, frozen)
 
 
 def describe(params: dict) -> str:

@@ -18,8 +18,9 @@ from typing import Callable
 
 import optuna
 
-from mlp_research.errors import SearchError, StudyStorageError
+from mlp_research.errors import PreemptedError, SearchError, StudyStorageError
 from mlp_research.files import atomic_write
+from mlp_research.run import signals
 from mlp_research.search import analysis
 from mlp_research.search import storage as storage_lib
 from mlp_research.search import study as study_lib
@@ -96,6 +97,9 @@ def run_search(spec: study_lib.SearchSpec, space: Space, workers: int = 1, passw
             run_worker(spec, 0, log, password=password)
         else:
             codes = launch(spec, workers, password, log)
+            if signals.STOP.requested or PreemptedError.exit_code in codes:
+                raise PreemptedError("stopped by a signal; the trials it interrupted resume when the same command "
+                                     "runs again")
             if StudyStorageError.exit_code in codes:
                 raise StudyStorageError(f"the study's storage {storage_lib.redact(spec.storage)} became "
                                         "unreachable; rerun the same command to continue the study")

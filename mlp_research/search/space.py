@@ -29,7 +29,7 @@ import json
 import os
 from typing import Any, Callable
 
-from mlp_research.config import Config, field_types
+from mlp_research.config import RESULT_NEUTRAL_FIELDS, Config, field_types
 from mlp_research.errors import ConfigError
 
 METRICS = {"val_acc": "maximize", "train_acc": "maximize", "val_loss": "minimize", "train_loss": "minimize"}
@@ -37,8 +37,6 @@ SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "none")
 PARAM_KEYS = {"low", "high", "log", "step", "choices", "when", "type"}
 SECTIONS = {"fixed", "params", "objective", "budget", "sampler", "pruner"}
-# Fields that say only where or how visibly a trial runs: they never make another study.
-RESULT_NEUTRAL = ("data_dir", "progress", "plot", "compilation_cache_dir", "eval_batch_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +101,7 @@ class Space:
 
     def key(self) -> dict:
         """What decides the study: two runs with the same key join the same study (result-neutral fields left out)."""
-        fixed = {k: v for k, v in sorted(self.fixed.items()) if k not in RESULT_NEUTRAL}
+        fixed = {k: v for k, v in sorted(self.fixed.items()) if k not in RESULT_NEUTRAL_FIELDS}
         return {"fixed": fixed, "params": [p.to_dict() for p in self.params], "metric": self.metric,
                 "direction": self.direction, "sampler": self.sampler, "seed": self.seed, "n_startup": self.n_startup,
                 "pruner": [self.pruner, self.min_epochs, self.reduction_factor],
@@ -168,28 +166,29 @@ def check_space(raw: Any, path: str, derive: Callable | None = None) -> Space:
     return space
 
 
+# (section, key, the Space field it fills, default, smallest value) of the integer settings.
+INTEGER_SETTINGS = (("budget", "n_trials", "n_trials", 20, 1), ("sampler", "seed", "seed", 0, 0),
+                    ("sampler", "n_startup", "n_startup", 8, 1), ("pruner", "min_epochs", "min_epochs", 1, 1),
+                    ("pruner", "reduction_factor", "reduction_factor", 3, 2))
+
+
 def _settings(raw: dict, where: str) -> dict:
-    objective, budget = dict(raw.get("objective", {})), dict(raw.get("budget", {}))
-    sampler, pruner = dict(raw.get("sampler", {})), dict(raw.get("pruner", {}))
-    metric = objective.get("metric", "val_acc")
+    """The objective, budget, sampler and pruner sections as `Space` fields, each checked."""
+    section = {name: dict(raw.get(name, {})) for name in ("objective", "budget", "sampler", "pruner")}
+    metric = section["objective"].get("metric", "val_acc")
     if metric not in METRICS:
         raise ConfigError(f"{where}: objective.metric: unknown metric {metric!r} (one of {', '.join(METRICS)})")
-    direction = objective.get("direction", METRICS[metric])
-    out = dict(metric=metric, direction=direction, n_trials=budget.get("n_trials", 20),
-               sampler=sampler.get("name", "tpe"), seed=sampler.get("seed", 0), n_startup=sampler.get("n_startup", 8),
-               pruner=pruner.get("name", "hyperband"), min_epochs=pruner.get("min_epochs", 1),
-               reduction_factor=pruner.get("reduction_factor", 3))
-    checks = [("objective.direction", direction in ("maximize", "minimize"), "maximize or minimize"),
-              ("sampler.name", out["sampler"] in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
-              ("pruner.name", out["pruner"] in PRUNERS, f"one of {', '.join(PRUNERS)}")]
-    checks += [(f"{section}.{k}", _is_int(out[k], 1 if k != "seed" else 0), "an integer >= " + ("0" if k == "seed"
-               else "1")) for section, k in (("budget", "n_trials"), ("sampler", "seed"), ("sampler", "n_startup"),
-                                            ("pruner", "min_epochs"), ("pruner", "reduction_factor"))]
-    for name, ok, expected in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {name}: must be {expected}")
-    if out["reduction_factor"] < 2:
-        raise ConfigError(f"{where}: pruner.reduction_factor: must be >= 2")
+    out = dict(metric=metric, direction=section["objective"].get("direction", METRICS[metric]),
+               sampler=section["sampler"].get("name", "tpe"), pruner=section["pruner"].get("name", "hyperband"))
+    for name, value, allowed in (("objective.direction", out["direction"], ("maximize", "minimize")),
+                                 ("sampler.name", out["sampler"], SAMPLERS), ("pruner.name", out["pruner"], PRUNERS)):
+        if value not in allowed:
+            raise ConfigError(f"{where}: {name}: must be one of {', '.join(allowed)}, got {value!r}")
+    for part, key, field, default, minimum in INTEGER_SETTINGS:
+        value = section[part].get(key, default)
+        if not _is_int(value, minimum):
+            raise ConfigError(f"{where}: {part}.{key}: must be an integer >= {minimum}, got {value!r}")
+        out[field] = value
     return out
 
 

@@ -87,7 +87,7 @@ def check_workdir_study(spec: SearchSpec) -> None:
 
 def open_study(spec: SearchSpec, space: Space, worker: int = 0, password: str | None = None) -> optuna.Study:
     """The shared study (created if new), with this worker's sampler and the space's pruner."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are ours to report, in one line each
     if password is None:
         password = os.environ.get(storage_lib.PASSWORD_ENV, "")
     store = storage_lib.open_storage(spec.storage, password, spec.settings())

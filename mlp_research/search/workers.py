@@ -12,14 +12,14 @@ line or in the spec file. Workers on other machines join by running
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from typing import Callable, Sequence
 
-import optuna
-
-from mlp_research.errors import StudyStorageError, UserError
+from mlp_research.errors import PreemptedError, StoppedBeforeCheckpointError, StudyStorageError, UserError
+from mlp_research.run import signals
 from mlp_research.search import study as study_lib
 from mlp_research.search.objective import Objective, Surplus
 
@@ -42,6 +42,8 @@ def run_worker(spec: study_lib.SearchSpec, worker: int = 0, log: Log = print, po
     objective = Objective(spec, space, study, log, worker)
     ran, failures = 0, 0
     while True:
+        if signals.STOP.requested:  # between trials: nothing of this worker is running
+            raise PreemptedError(f"stopped by {signals.STOP.signal_name}; rerun the same command to continue")
         study_lib.fail_stale(study)
         c = study_lib.counts(study)
         done = c["COMPLETE"] + c["PRUNED"]
@@ -54,7 +56,7 @@ def run_worker(spec: study_lib.SearchSpec, worker: int = 0, log: Log = print, po
         try:
             study.optimize(objective, n_trials=1, catch=(Surplus,))
             failures = 0
-        except StudyStorageError:
+        except (StudyStorageError, PreemptedError, StoppedBeforeCheckpointError):
             raise
         except UserError as e:  # the trial failed (recorded as FAIL); other trials may still work
             failures += 1
@@ -84,7 +86,15 @@ def launch(spec: study_lib.SearchSpec, workers: int, password: str, log: Log = p
             args.append(",".join(map(str, cpus)))
         procs.append(subprocess.Popen(args, env=env))
         log(f"[search] worker {index} started (pid {procs[-1].pid}" + (f", cpus {cpus})" if cpus else ")"))
-    codes = [p.wait() for p in procs]
+    forwarded = False
+    while any(p.poll() is None for p in procs):
+        if signals.STOP.requested and not forwarded:  # this process was asked to stop: so are its workers
+            forwarded = True
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    codes = [p.returncode for p in procs]
     for index, code in enumerate(codes):
         if code:
             log(f"[search] worker {index} exited with code {code}")
@@ -99,6 +109,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[3]:
         os.sched_setaffinity(0, {int(c) for c in argv[3].split(",")})  # before JAX sizes its thread pool
     worker = int(argv[2])
+    signals.install()  # a stop request outlives the trial it arrived in: the worker ends after it
     try:
         with open(argv[1]) as f:
             spec = study_lib.SearchSpec.from_json(f.read())
@@ -114,5 +125,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sys.exit(main(sys.argv))
