@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import optuna
 
@@ -91,3 +91,24 @@ def conditional(trials: Sequence[dict]) -> list[str]:
     """Parameters that some trials lack (sampled only under a condition), which importances cannot rank."""
     names = sorted({k for t in trials for k in t["params"]})
     return [n for n in names if any(n not in t["params"] for t in trials)]
+
+
+def grid_size(space: Any, points: int = 5) -> int:
+    """Configurations of a coarse full grid over the same space: every choice, every integer, `points` per float."""
+    n = 1
+    for p in space.params:
+        n *= len(p.choices) if p.choices else (int(p.high) - int(p.low) + 1 if p.kind == "int" else points)
+    return n
+
+
+def savings(trials: Sequence[dict], space: Any) -> dict[str, Any]:
+    """Epochs the study trained against the same trials unpruned and against a coarse full grid."""
+    used = sum(t["epochs_trained"] for t in trials)
+    unpruned = sum(int(t["config"].get("max_epochs", 0)) for t in trials if t["config"])
+    seconds = sum(t["seconds"] for t in trials)
+    grid = grid_size(space)
+    per_epoch = seconds / used if used else float("nan")
+    mean_epochs = unpruned / len(trials) if trials else float("nan")
+    return {"trials": len(trials), "pruned": sum(t["state"] == "PRUNED" for t in trials), "epochs_trained": used,
+            "epochs_unpruned": unpruned, "grid_trials": grid, "grid_epochs": round(grid * mean_epochs),
+            "seconds": seconds, "seconds_per_epoch": per_epoch, "grid_hours": grid * mean_epochs * per_epoch / 3600}
