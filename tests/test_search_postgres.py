@@ -102,3 +102,31 @@ def _spec(work: Path) -> study.SearchSpec | None:
         return study.SearchSpec.from_json((work / "search.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def test_a_database_gone_longer_than_the_wait_ends_in_one_line_and_a_rerun_continues(postgres, tmp_path):
+    url, password = postgres.create_database("outage"), postgres.password
+    env = {**os.environ, storage.PASSWORD_ENV: password}
+    args = [sys.executable, "-m", "experiments.search", f"--space={SPACES / 'longer.py'}",
+            f"--workdir={tmp_path / 'w'}", f"--storage={url}", "--n_trials=2", "--heartbeat_seconds=1",
+            "--grace_seconds=4", "--reconnect_seconds=3"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    spec = wait_for(lambda: _spec(tmp_path / "w"), 120, "the search to start")
+    the_study = study.open_study(spec, spec.space(), password=password)
+    wait_for(lambda: any(len(t.intermediate_values) >= 2 for t in the_study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))), 240, "a trial in its third epoch")
+    postgres.pg_ctl("stop")
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        postgres.pg_ctl("start")
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 14 and last.startswith("error: the study's storage") and url in last, err[-2000:]
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = the_study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in study.FINISHED]
+    assert len(finished) == 2 and any(study.retried_from(t) is not None for t in finished), \
+        [(t.number, t.state.name) for t in trials]
+    print(f"PostgreSQL stopped for longer than --reconnect_seconds: exit 14 with '{last[:90]}...'; "
+          f"the rerun finished {len(finished)} of 2 trials, the interrupted one retried")

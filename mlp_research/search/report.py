@@ -119,14 +119,15 @@ def draw_figure(space: Space, trials: list[dict], importance: dict, at: int, pat
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for t in trials:
-        axes[0].plot(t["steps"], t["curve"], "-" if t["state"] == "COMPLETE" else ":", alpha=0.7)
+        axes[0].plot(t["steps"], t["curve"], "-" if t["state"] == "COMPLETE" else ":", marker=".", alpha=0.7)
     axes[0].set(xlabel=study_lib.resource_label(space), ylabel=space.metric,
                 title=f"{len(trials)} trials (dotted: pruned)")
     names = sorted(importance, key=lambda k: importance[k])
     axes[1].barh(range(len(names)), [importance[n] for n in names])
     axes[1].set_yticks(range(len(names)), names)
+    reached = sum(analysis.value_at(t, at) is not None for t in trials)
     axes[1].set(xlabel="PED-ANOVA importance (sums to 1)",
-                title=f"Importances of {space.metric} at {study_lib.resource_label(space)} {at}")
+                title=f"Importances of {space.metric} at {study_lib.resource_label(space)} {at} ({reached} trials)")
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:

@@ -139,7 +139,10 @@ def _reconnecting(method: Callable) -> Callable:
 
 
 def _reason(error: BaseException) -> str:
-    text = str(error.__cause__ or error).splitlines()
+    """The first line of the innermost cause (the driver's own words: "connection refused", ...)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).splitlines()
     return " ".join(text[0].split())[:160] if text else type(error).__name__
 
 

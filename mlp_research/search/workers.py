@@ -63,6 +63,22 @@ def run_worker(spec: study_lib.SearchSpec, worker: int = 0, log: Log = print, po
             log(f"[search w{worker}] a trial failed: {e}")
             if failures >= MAX_FAILURES:
                 raise
+        except Exception as e:  # Optuna's bookkeeping may mask a lost storage with an error of its own
+            lost = _in_chain(e, StudyStorageError)
+            if lost is None:
+                raise
+            raise lost from None
+
+
+def _in_chain(error: BaseException, kind: type) -> BaseException | None:
+    """The first exception of `kind` among `error` and the exceptions it was raised while handling."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def core_sets(workers: int, cpus: Sequence[int] | None = None) -> list[list[int]]:
