@@ -16,7 +16,7 @@ import urllib.request
 
 import optuna
 import pytest
-from postgres import Server, free_port, wait_for
+from postgres import free_port, wait_for
 
 from conftest import REPO
 from mlp_research.search import runner, storage, study, workers
@@ -28,13 +28,6 @@ FAST = storage.StorageSettings(heartbeat=1, grace=4, reconnect=30)
 def search(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments.search", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = Server().start()
-    yield server
-    server.stop()
 
 
 def test_core_sets_pin_disjoint_cpus_only_when_there_are_enough():
