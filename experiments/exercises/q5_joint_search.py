@@ -186,7 +186,7 @@ def tables(res: Results) -> list[Table]:
 def figures_of(res: Results, ctx: Context) -> list[str]:
     pooled, at = res.pooled, res.at
     fig, (ax,) = new_figure(1, width=6.0)
-    studies = {**{f"TPE, {k}": o.trials for k, o in res.searches.items()}, "random search": res.baseline.trials}
+    studies = {**{k: o.trials for k, o in res.searches.items()}, "random search": res.baseline.trials}
     figures.best_so_far(ax, studies, "maximize", "val_acc", res.baseline.space.n_startup,
                         {"random search": "--"})
     paths = [save_figure(fig, ctx, "q5_search.png")]
@@ -267,7 +267,9 @@ def setup(cfg: dict, res: Results) -> str:
     return (f"Space `{cfg['space']}`: " + json.dumps({p.name: {k: v for k, v in p.to_dict().items() if v not in
                                                       (None, False, [], ()) and k not in ("name", "field")}
                                                       for p in space.params})
-            + f"; {res.baseline.spec.n_trials} trials per search ({space.n_startup} random start-up trials for TPE),"
+            + f"; {res.baseline.spec.n_trials} trials per search ({space.n_startup} random start-up trials for TPE; "
+            f"random search with seed {space.seed} draws the same start-up trials as TPE with seed {space.seed}, so "
+            "that pair differs only in how the later trials were chosen),"
             f" Hyperband (reduction {space.reduction_factor}) on each trial's share of its cosine schedule; "
             f"trials on {Config.from_flat(res.pooled[0]['config']).num_train_examples():,} examples with validation "
             f"fraction {space.fixed.get('val_fraction')}; retrains on the whole training set (val_fraction 0) with "

@@ -98,7 +98,7 @@ def render(spec: study_lib.SearchSpec, space: Space, trials: list[dict], counts:
     names = sorted(set(final) | set(early), key=lambda k: -early.get(k, 0.0))
     if names:
         lines += [f"PED-ANOVA importances (which parameters decide reaching the top quarter), of the value at "
-                  f"{study_lib.resource_label(space)} {at} (every trial that got there) and of the final value "
+                  f"{study_lib.step_label(space, at)} (every trial that got there) and of the final value "
                   "(complete trials):", "",
                   _table(["parameter", f"at {at}", "final"], [[n, _fmt(early.get(n)), _fmt(final.get(n))]
                                                                for n in names]), ""]
@@ -127,7 +127,7 @@ def draw_figure(space: Space, trials: list[dict], importance: dict, at: int, pat
     axes[1].set_yticks(range(len(names)), names)
     reached = sum(analysis.value_at(t, at) is not None for t in trials)
     axes[1].set(xlabel="PED-ANOVA importance (sums to 1)",
-                title=f"Importances of {space.metric} at {study_lib.resource_label(space)} {at} ({reached} trials)")
+                title=f"Importances of {space.metric} at {study_lib.step_label(space, at)} ({reached} trials)")
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:

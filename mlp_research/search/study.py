@@ -120,7 +120,13 @@ def step_of(space: Space, epoch: int, max_epochs: int) -> int:
 
 
 def resource_label(space: Space) -> str:
+    """What the pruner's steps count."""
     return "% of the trial's schedule" if space.varying_epochs else "epoch"
+
+
+def step_label(space: Space, step: int) -> str:
+    """One step in words: "epoch 3", or "80% of each trial's schedule"."""
+    return f"{step}% of each trial's schedule" if space.varying_epochs else f"epoch {step}"
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
