@@ -62,8 +62,7 @@ def main(argv: list[str]) -> None:
     from mlp_research.search import storage as storage_lib
 
     url, password = storage_lib.split_password(FLAGS.storage, FLAGS.storage_password_file)
-    if password:  # runs record sys.argv (summary.json): the password must not travel with it
-        sys.argv[:] = [arg.replace(password, "***") for arg in sys.argv]
+    sys.argv[:] = storage_lib.redact_argv(sys.argv, password)  # runs record sys.argv (summary.json)
     try:
         _check_flags()
         workdir = FLAGS.workdir or os.path.join("runs", "search-" + os.path.basename(FLAGS.space)[:-3])

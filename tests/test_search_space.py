@@ -87,6 +87,9 @@ def test_password_is_split_off_redacted_and_may_come_from_a_file_or_the_environm
     monkeypatch.setenv(storage.PASSWORD_ENV, "from-env")
     assert storage.split_password("postgresql://alice@h/db")[1] == "from-env"
     assert storage.redact("journal:/shared/study.log") == "journal:/shared/study.log"
+    argv = ["-m", "experiments.search", f"--storage={url}", "--storage", url, "--workers=2"]
+    shown = " ".join(storage.redact_argv(argv, "s3cr@t"))
+    assert "s3cr" not in shown and "--workers=2" in shown and shown.count("alice:***@db.example") == 2
 
 
 def _search(*args: str) -> subprocess.CompletedProcess:

@@ -65,6 +65,17 @@ def redact(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
+def redact_argv(argv: list[str], password: str) -> list[str]:
+    """A command line with every URL's password (as typed, maybe %-encoded) and the password itself hidden."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+        value = redact(value) if "://" in value else value
+        arg = f"{name}={value}" if eq else value
+        out.append(arg.replace(password, "***") if password else arg)
+    return out
+
+
 def split_password(url: str, password_file: str = "") -> tuple[str, str]:
     """(the URL without its password, the password): from the URL, then `password_file`, then the environment."""
     password = ""
@@ -172,7 +183,11 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_st
 
 
 class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
-    """Optuna's journal storage with the heartbeat interface its RDB storage has (a time per running trial)."""
+    """Optuna's journal storage with the heartbeat interface its RDB storage has (a time per running trial).
+
+    The heartbeat is each worker's wall clock (the RDB storage uses the database's), so the machines sharing a
+    journal need clocks that agree to within a fraction of the grace period (NTP does).
+    """
 
     def __init__(self, path: str, settings: StorageSettings, callback: Callable) -> None:
         from optuna.storages.journal import JournalFileBackend
@@ -192,7 +207,7 @@ class HeartbeatJournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
             started = t.datetime_start.timestamp() if t.datetime_start else now
             beat = max(float(t.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)  # a retry inherits an old beat
             if now - beat > self.settings.grace:
-                stale.append(t._trial_id)
+                stale.append(self.get_trial_id_from_study_id_trial_number(study_id, t.number))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
