@@ -56,8 +56,10 @@ def heatmap(ax: Any, trials: Sequence[dict], x: str, y: str, value: Callable[[di
         i, j = ys.index(t["params"][y]), xs.index(t["params"][x])
         best[i, j] = v if np.isnan(best[i, j]) else pick(best[i, j], v)
         count[i, j] += 1
-    image = ax.imshow(np.ma.masked_invalid(best), cmap="viridis", aspect="auto")
-    image.cmap.set_bad("white")
+    import matplotlib
+
+    ax.imshow(np.ma.masked_invalid(best), cmap=matplotlib.colormaps["viridis"].with_extremes(bad="white"),
+              aspect="auto")
     for i in range(len(ys)):
         for j in range(len(xs)):
             text = "not\nsampled" if np.isnan(best[i, j]) else f"{best[i, j]:.3f}\n({count[i, j]} trials)"
