@@ -160,8 +160,12 @@ def test_a_stopped_search_resumes_its_interrupted_trials_when_rerun(tmp_path):
     spec = wait_for(lambda: (work / "search.json").exists() and study.SearchSpec.from_json(
         (work / "search.json").read_text()), 120, "the search to start")
     the_study = study.open_study(spec, spec.space())
-    wait_for(lambda: any(len(t.intermediate_values) >= 2 for t in the_study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))), 240, "a trial in its third epoch")
+
+    def mid_trial():
+        running = the_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return next((t for t in running if len(t.intermediate_values) >= 2), None)
+
+    stopped = wait_for(mid_trial, 240, "a trial in its third epoch")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 5 and "stopped by a signal" in err.strip().splitlines()[-1], err[-2000:]
@@ -169,8 +173,8 @@ def test_a_stopped_search_resumes_its_interrupted_trials_when_rerun(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     trials = the_study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in study.FINISHED]
-    retried = [t for t in finished if study.retried_from(t) is not None]
-    assert len(finished) == 2 and retried, [(t.number, t.state.name) for t in trials]
-    for t in retried:
-        summary = json.load(open(work / t.user_attrs["workdir"] / "summary.json"))
-        assert summary["resumed_from_step"] > 0
+    retried = [t for t in finished if study.retried_from(t) == stopped.number]
+    assert len(finished) == 2 and len(retried) == 1, [(t.number, t.state.name) for t in trials]
+    # It resumed from the checkpoint the stop saved (a trial the signal caught in its start-up starts over).
+    summary = json.load(open(work / retried[0].user_attrs["workdir"] / "summary.json"))
+    assert summary["resumed_from_step"] and summary["resumed_from_step"] > 0
