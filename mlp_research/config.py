@@ -35,6 +35,12 @@ DATA_DIR_ENV = "MLP_RESEARCH_DATA_DIR"
 COMPILATION_CACHE_ENV = "MLP_RESEARCH_COMPILATION_CACHE"
 # Flag groups, in the order `--help` lists them.
 GROUPS = ("model", "optimisation", "data", "run", "checkpoints", "parallel")
+# Settings that change neither a run's numbers nor its length: a stored trial (of a sweep, or a search's study)
+# that differs only in these is the same trial (the data directory may be named by another relative path).
+RESULT_NEUTRAL_FIELDS = frozenset({
+    "progress", "plot", "compilation_cache_dir", "data_dir", "eval_batch_size", "checkpoint_every_epochs",
+    "checkpoint_every_steps", "keep_checkpoints", "keep_best", "checkpoint_min_seconds",
+})
 # Names older releases stored in checkpoints and summaries, and the field each became.
 LEGACY_NAMES = {"steps_per_call": "steps_per_chunk"}
 

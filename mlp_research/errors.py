@@ -81,10 +81,22 @@ class PeerProcessError(UserError):
     exit_code = 12
 
 
+class SearchError(UserError):
+    """A hyperparameter search ended short of its number of finished trials (a worker failed); rerun to continue."""
+
+    exit_code = 13
+
+
+class StudyStorageError(UserError):
+    """A search's study storage (database or journal file) cannot be reached; the message names it, redacted."""
+
+    exit_code = 14
+
+
 EXIT_CODES = {cls.exit_code: cls for cls in (
     UserError, ConfigError, DataError, NonFiniteLossError, PreemptedError, WorkdirLockedError,
     CheckpointMismatchError, CheckpointError, StoppedBeforeCheckpointError, StorageError, WorkdirDamagedError,
-    PeerProcessError)}
+    PeerProcessError, SearchError, StudyStorageError)}
 
 
 def warn(message: str) -> None:

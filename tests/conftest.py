@@ -36,3 +36,13 @@ def tiny_config(**overrides) -> Config:
     )
     values.update(overrides)
     return Config().replace(**values)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for this test process (tests/postgres.py); skipped where its binaries are missing."""
+    from postgres import Server
+
+    server = Server().start()
+    yield server
+    server.stop()

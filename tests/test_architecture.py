@@ -17,7 +17,8 @@ NEUTRAL_MODULES = [
     *(f"mlp_research.run.{p.stem}" for p in sorted((REPO / "mlp_research" / "run").glob("*.py"))),
 ]
 # Entry points define absl flags at import, so each is imported in a process of its own.
-ENTRY_POINTS = ["experiments.train", "experiments.evaluate", "experiments.compare", "experiments.backends"]
+ENTRY_POINTS = ["experiments.train", "experiments.evaluate", "experiments.compare", "experiments.backends",
+                "experiments.search"]
 
 
 def _python_files(*tops: str) -> list[Path]:

@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -174,6 +175,7 @@ def load_experiment(path: str, smoke: bool) -> dict:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a module with dataclasses (settings and logic in one file) needs its entry
     spec.loader.exec_module(module)
     cfg = module.get_config()
     cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)

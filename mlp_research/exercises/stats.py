@@ -57,6 +57,16 @@ def pm(s: Spread, digits: int = 4) -> str:
     return text + (f" ({s.n}/{s.runs} seeds)" if s.n < s.runs else " (1 seed)" if s.n == 1 else "")
 
 
+def ci95(s: Spread) -> tuple[float, float]:
+    """The 95% confidence interval of the mean (Student's t, n - 1 degrees of freedom); NaNs below two values."""
+    if s.n < 2:
+        return float("nan"), float("nan")
+    from scipy import stats  # a dependency of JAX
+
+    half = float(stats.t.ppf(0.975, s.n - 1)) * s.std / math.sqrt(s.n)
+    return s.mean - half, s.mean + half
+
+
 def welch_p(a: Spread, b: Spread) -> float:
     """Two-sided p-value of Welch's t-test; NaN when either side has fewer than two values."""
     if a.n < 2 or b.n < 2:

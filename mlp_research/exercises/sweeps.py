@@ -23,7 +23,7 @@ import shutil
 import time
 from typing import Callable, Sequence
 
-from mlp_research.config import Config
+from mlp_research.config import RESULT_NEUTRAL_FIELDS, Config
 from mlp_research.errors import NonFiniteLossError, warn
 from mlp_research.exercises.common import HEARTBEAT_SECONDS, Clock, Work, trial_gflop
 from mlp_research.files import atomic_write, read_json_object
@@ -37,12 +37,6 @@ from mlp_research.run.workdir import CHECKPOINT_DIR
 SUMMARY = metrics_lib.SUMMARY_FILE
 TRIAL_FILE = "trial.json"
 GROUPS_DIR = "_groups"
-# Settings that change neither a run's numbers nor its length: a stored trial that differs only in
-# these is the same trial (the data directory may be named by another relative path).
-RESULT_NEUTRAL_FIELDS = frozenset({
-    "progress", "plot", "compilation_cache_dir", "data_dir", "eval_batch_size", "checkpoint_every_epochs",
-    "checkpoint_every_steps", "keep_checkpoints", "keep_best", "checkpoint_min_seconds",
-})
 Analyse = Callable[[Config, dict], dict]
 Log = Callable[[str], None]
 

@@ -24,6 +24,7 @@ from mlp_research.run.members import GROUP_FILE
 from mlp_research.run.metrics import METRICS_FILE, SUMMARY_FILE, MetricsRow
 
 CHECKPOINT_DIR = "checkpoints"
+TRIAL_FILE = "trial.json"
 _ROW_FIELDS = {f.name for f in dataclasses.fields(MetricsRow)}
 # Fields a row must have; later additions have defaults, so rows older releases wrote still count.
 _REQUIRED_ROW_FIELDS = {f.name for f in dataclasses.fields(MetricsRow)
@@ -40,13 +41,15 @@ class Run:
     rows: list[MetricsRow] = dataclasses.field(default_factory=list)
     summary: dict | None = None  # set only for a finished run
     diverged: bool = False
+    pruned: bool = False  # a search stopped it early on purpose (its trial.json says so)
 
     @property
     def status(self) -> str:
         if self.summary is not None:
             return "finished, diverged" if self.diverged else "finished"
         epochs = self.config.get("max_epochs", "?") if self.config else "?"
-        return f"in progress (epoch {self.rows[-1].epoch if self.rows else 0} of {epochs})"
+        epoch = self.rows[-1].epoch if self.rows else 0
+        return f"pruned after epoch {epoch} of {epochs}" if self.pruned else f"in progress (epoch {epoch} of {epochs})"
 
     def final(self, key: str) -> float | None:
         """The finished run's final value, or the latest epoch's while it trains."""
@@ -132,14 +135,17 @@ def load_run(path: str, name: str, group_member: dict | None = None) -> Run:
     stored = read_json_object(os.path.join(path, SUMMARY_FILE)) or member.get("summary")
     summary = stored if stored is not None and _summary_is_final(stored, rows) else None
     # (a summary older than the rows: resumed past it, still training)
-    configs = [member.get("config"), (stored or {}).get("config")]
+    # A sweep's or a search's trial.json holds the trial's config (and a search's its state), for runs that end
+    # without a summary or a checkpoint: a pruned trial.
+    record = (read_json_object(os.path.join(path, TRIAL_FILE)) or {}) if summary is None else {}
+    configs = [member.get("config"), (stored or {}).get("config"), record.get("config")]
     if summary is None:  # a resume may have changed max_epochs: the newest checkpoint knows
         configs.insert(0, checkpoint_config(path))
     config = next((c for c in configs if isinstance(c, dict)), None)
     if config is not None:  # a field the run predates: it ran with that field's default
         config = {**_defaults(), **config}
     diverged = bool((summary or {}).get("diverged") or (member.get("summary") or {}).get("diverged"))
-    return Run(path, name, config, rows, summary, diverged and summary is not None)
+    return Run(path, name, config, rows, summary, diverged and summary is not None, record.get("state") == "PRUNED")
 
 
 def _summary_is_final(summary: dict, rows: list[MetricsRow]) -> bool:
