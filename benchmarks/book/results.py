@@ -1,0 +1,148 @@
+"""The book comparison as one dict, built from the stored result files (no training): `load()`.
+
+    from benchmarks.book.results import load
+    book = load()   # book["jax"]["mlp_scratch"]["book"]["mean"], book["factors"]["data_order"], ...
+
+Structure (what issue 21's report needs under `book`):
+- `<framework>.<model>.book`: the book's code; `runs/mean/std/ci95/n` of its own number (the mean over the 40
+  test batches of each batch's accuracy), `example_weighted` the same for correct / 10,000, `curves`.
+- `<framework>.<model>.project`: the project's default (JAX, `experiments.train`), 10 seeds; correct / 10,000.
+  The same project runs stand beside both frameworks' book runs.
+- `factors.<name>.<model>`: baseline and variant summaries, `effect` (variant - baseline, Welch t interval),
+  `effect_paired` (same seeds), the runs. Every accuracy here is correct / 10,000 unless a factor says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from benchmarks.book import stats
+
+HERE = os.path.dirname(__file__)
+RESULTS = os.path.join(HERE, "results")
+FRAMEWORKS, MODELS = ("jax", "torch"), ("mlp_scratch", "mlp")
+
+
+def _read(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def curves(runs: list[dict], key: str) -> dict:
+    """Per-epoch test accuracy: every run's curve and the mean over runs."""
+    per_run = [[row[key] for row in r["epochs"]] for r in runs]
+    epochs = len(per_run[0]) if per_run else 0
+    mean = [sum(c[e] for c in per_run) / len(per_run) for e in range(epochs)]
+    return {"epoch": list(range(1, epochs + 1)), "mean": mean, "runs": per_run, "metric": key}
+
+
+def book_cell(data: dict) -> dict:
+    """The book's runs of one framework and model."""
+    cell = stats.summarize([r["final_test_acc"] for r in data["runs"]])
+    cell["seeds"] = [r["seed"] for r in data["runs"]]
+    cell["statistic"] = "mean over the 40 test batches of the batch accuracy (the book's ProgressBoard)"
+    cell["example_weighted"] = stats.summarize([r["final_test_acc_example_weighted"] for r in data["runs"]])
+    cell["curves"] = curves(data["runs"], "val_acc_batch_mean")
+    cell["curves_example_weighted"] = curves(data["runs"], "val_acc_example_weighted")
+    cell.update(command=data["command"], environment=data["environment"],
+                wall_seconds=[r["wall_seconds"] for r in data["runs"]])
+    return cell
+
+
+def project_cell(data: dict) -> dict:
+    """The project's default runs of one model."""
+    cell = stats.summarize([r["final_test_acc"] for r in data["runs"]])
+    cell["seeds"] = [r["seed"] for r in data["runs"]]
+    cell["statistic"] = "correct / 10,000 at the end of the last epoch"
+    cell["curves"] = curves(data["runs"], "val_acc")
+    cell.update(command=data["command"], environment=data["environment"])
+    return cell
+
+
+def condition(model: str, order: str = "examples", init: str = "project") -> dict | None:
+    """A stored factor condition (see factors.py), or None if it has not been run."""
+    return _read(os.path.join(RESULTS, "factors", f"{model}__order={order}__init={init}.json"))
+
+
+def compare(base: list[float], variant: list[float], paired: bool = True) -> dict:
+    """Summaries of both sides and the variant's effect (Welch; paired too when the seeds match)."""
+    out = {"baseline": stats.summarize(base), "variant": stats.summarize(variant),
+           "effect": stats.difference(base, variant)}
+    if paired and len(base) == len(variant):
+        out["effect_paired"] = stats.difference(base, variant, paired=True)
+    return out
+
+
+def _final(data: dict, key: str = "final_test_acc_example_weighted") -> list[float]:
+    return [r[key] for r in data["runs"]]
+
+
+def factor_entries() -> dict:
+    """Each factor tried, per model: its description, measured effect with interval, and the runs."""
+    from benchmarks.book.factors import FACTORS
+
+    out: dict = {}
+    for name, (description, models, variant) in FACTORS.items():
+        entry: dict = {"description": description, "variant": variant}
+        for model in models:
+            base, var = condition(model), condition(model, **variant)
+            if base and var:
+                entry[model] = compare(_final(base), _final(var))
+        out[name] = entry
+    averaging: dict = {"description": "the book's mean of 40 batch accuracies (last batch: 16 examples) minus "
+                                      "correct / 10,000, on the same runs (paired)"}
+    for model in MODELS:
+        base = condition(model)
+        if base:
+            averaging[f"harness.{model}"] = compare(_final(base), _final(base, "final_test_acc_batch_mean"))
+        for fw in FRAMEWORKS:
+            book = _read(os.path.join(RESULTS, f"book_{fw}_{model}.json"))
+            if book:
+                averaging[f"book_{fw}.{model}"] = compare(_final(book), _final(book, "final_test_acc"))
+    out["accuracy_averaging"] = averaging
+    out.update(_identical_by_construction())
+    return out
+
+
+def _identical_by_construction() -> dict:
+    """Differences looked for and not found: the inputs or the arithmetic are the same, so nothing to measure."""
+    note = "identical in both code bases (effect 0 by construction, not measured by training)"
+    return {
+        "pixel_scaling": {"effect": 0.0, "note": note + ": the book's JAX input (tf uint8 / 255, then "
+                          "resize_with_pad to 28x28) and PyTorch's ToTensor (float32 / 255) equal the project's "
+                          "PIXEL_VALUES table bit for bit on the test images (tests/test_book.py checks the table)"},
+        "short_batch_loss": {"effect": 0.0, "note": note + ": both take the mean over the 96 real examples"},
+        "evaluation_point": {"effect": 0.0, "note": note + ": both evaluate the test split after the last update "
+                             "of each epoch, with the same parameters"},
+    }
+
+
+def fidelity() -> dict:
+    """The factor harness's baseline against the project's own runs: it must reproduce them for its factors to count."""
+    out = {}
+    for model in MODELS:
+        base, proj = condition(model), _read(os.path.join(RESULTS, f"project_{model}.json"))
+        if base and proj:
+            out[model] = compare([r["final_test_acc"] for r in proj["runs"]], _final(base))
+    return out
+
+
+def load() -> dict:
+    """`book`: the comparison cells, the factors and the harness check, from the stored files."""
+    book: dict = {}
+    for fw in FRAMEWORKS:
+        for model in MODELS:
+            b = _read(os.path.join(RESULTS, f"book_{fw}_{model}.json"))
+            p = _read(os.path.join(RESULTS, f"project_{model}.json"))
+            cell = {}
+            if b:
+                cell["book"] = book_cell(b)
+            if p:
+                cell["project"] = project_cell(p)
+            book.setdefault(fw, {})[model] = cell
+    book["factors"] = factor_entries()
+    book["harness_fidelity"] = fidelity()
+    return book
