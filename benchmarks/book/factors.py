@@ -12,33 +12,19 @@ choices); `results.load` turns the stored runs into effects with intervals.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
 
-from benchmarks.book import idx, loop, orders
+from benchmarks.book import conditions, idx, loop, orders
+from benchmarks.book.conditions import FACTORS
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results", "factors")
+RESULTS = conditions.RESULTS
 SEEDS = list(range(10))
 
-# name -> (what it tests, models, the variant's settings; everything else is the project's default)
-FACTORS: dict[str, tuple[str, tuple[str, ...], dict]] = {
-    "data_order": ("the book's JAX loader: fixed contiguous batches, only their order reshuffled each epoch "
-                   "(short batch anywhere), against reshuffled examples", ("mlp_scratch", "mlp"),
-                   {"order": "fixed_batches"}),
-    "data_order_composition": ("fixed batches but the short batch kept last: the batch composition alone",
-                               ("mlp_scratch", "mlp"), {"order": "fixed_batches_short_last"}),
-    "data_order_short_batch_position": ("reshuffled examples but the short batch (96) at a random step instead of "
-                                        "just before the evaluation: its position alone", ("mlp_scratch", "mlp"),
-                                        {"order": "examples_short_random"}),
-    "init_torch_default": ("PyTorch's nn.Linear default init (weights and biases U(+-1/sqrt(fan_in))) for the "
-                           "concise model, against Flax's lecun_normal kernel and zero bias", ("mlp",),
-                           {"init": "torch_default"}),
-}
-
-
 def condition_path(setting: loop.Setting) -> str:
-    return os.path.join(RESULTS, f"{setting.model}__order={setting.order}__init={setting.init}.json")
+    return os.path.join(RESULTS, conditions.name(**dataclasses.asdict(setting)) + ".json")
 
 
 def run_condition(setting: loop.Setting, seeds: list[int], rerun: bool = False) -> dict:
@@ -54,10 +40,10 @@ def run_condition(setting: loop.Setting, seeds: list[int], rerun: bool = False) 
     for r in runs:
         r["final_test_acc_example_weighted"] = r["epochs"][-1]["val_acc_example_weighted"]
         r["final_test_acc_batch_mean"] = r["epochs"][-1]["val_acc_batch_mean"]
-    out = {"setting": vars(setting) if hasattr(setting, "__dict__") else setting.__dict__, "seeds": seeds,
-           "wall_seconds": time.perf_counter() - start, "runs": runs,
-           "command": f".venv/bin/python -m benchmarks.book.factors --model={setting.model} --order={setting.order} "
-                      f"--init={setting.init}"}
+    extras = (" --short_batch=scaled" if setting.short_batch != "mean" else "") + (" --probe" if setting.probe else "")
+    out = {"setting": dataclasses.asdict(setting), "seeds": seeds, "wall_seconds": time.perf_counter() - start,
+           "runs": runs, "command": f".venv/bin/python -m benchmarks.book.factors --model={setting.model} "
+                                    f"--order={setting.order} --init={setting.init}{extras}"}
     os.makedirs(RESULTS, exist_ok=True)
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
@@ -76,10 +62,12 @@ def run_factor(name: str, seeds: list[int], rerun: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--factor", choices=[*FACTORS, "all", "baseline"], default=None)
+    p.add_argument("--factor", choices=[*FACTORS, "all", "baseline", "probe"], default=None)
     p.add_argument("--model", choices=["mlp_scratch", "mlp"], default="mlp_scratch")
     p.add_argument("--order", choices=orders.ORDERS, default="examples")
     p.add_argument("--init", choices=loop.INITS, default="project")
+    p.add_argument("--short_batch", choices=["mean", "scaled"], default="mean")
+    p.add_argument("--probe", action="store_true", help="also evaluate before each epoch's last update")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds 0..N-1")
     p.add_argument("--rerun", action="store_true")
     args = p.parse_args(argv)
@@ -87,13 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.factor == "all":
         for name in FACTORS:
             run_factor(name, seeds, args.rerun)
-    elif args.factor == "baseline":
+    elif args.factor in ("baseline", "probe"):
         for model in ("mlp_scratch", "mlp"):
-            run_condition(loop.Setting(model=model), seeds, args.rerun)
+            run_condition(loop.Setting(model=model, probe=args.factor == "probe"), seeds, args.rerun)
     elif args.factor:
         run_factor(args.factor, seeds, args.rerun)
     else:
-        run_condition(loop.Setting(model=args.model, order=args.order, init=args.init), seeds, args.rerun)
+        setting = loop.Setting(model=args.model, order=args.order, init=args.init, short_batch=args.short_batch,
+                               probe=args.probe)
+        run_condition(setting, seeds, args.rerun)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ class Setting:
     batch_size: int = 256
     epochs: int = 10
     eval_batch: int = 256
+    short_batch: str = "mean"  # mean: a short batch's loss is the mean over its examples; scaled: sum / batch_size
+    probe: bool = False  # also evaluate just before each epoch's last update (changes no training)
 
 
 def init_params(setting: Setting, model, seed: int) -> dict:
@@ -82,7 +84,7 @@ def _make_functions(setting: Setting, apply_fn):
             return jnp.sum(ce * w)
 
         total, grads = jax.value_and_grad(loss_sum)(params)
-        count = jnp.sum(w)
+        count = jnp.sum(w) if setting.short_batch == "mean" else jnp.float32(setting.batch_size)
         grads = jax.tree.map(lambda g: g / count, grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), total
@@ -91,7 +93,7 @@ def _make_functions(setting: Setting, apply_fn):
         n = idx.shape[0]
         (params, opt_state), losses = jax.lax.scan(
             lambda c, b: step(c, (b[0], b[1], images, labels)), (params, opt_state), (idx, w), length=n)
-        return params, opt_state, jnp.sum(losses) / jnp.sum(w)
+        return params, opt_state, jnp.sum(losses), jnp.sum(w)
 
     def evaluate(params, images, labels, weights):
         def body(_, batch):
@@ -133,13 +135,26 @@ def train_seeds(setting: Setting, seeds: list[int], train: tuple, test: tuple) -
                               setting.batch_size) for s in seeds]
         idx = jnp.asarray(np.stack([p[0] for p in packed]))
         w = jnp.asarray(np.stack([p[1] for p in packed]))
-        params, opt_state, train_loss = train_epoch(params, opt_state, images, labels, idx, w)
+        before = None
+        if setting.probe:  # the same updates, cut before the last one to evaluate there too
+            params, opt_state, loss_a, n_a = train_epoch(params, opt_state, images, labels, idx[:, :-1], w[:, :-1])
+            before = np.asarray(evaluate(params, ev_x, ev_y, ev_w)[0]).sum(-1) / len(test[1])
+            params, opt_state, loss_b, n_b = train_epoch(params, opt_state, images, labels, idx[:, -1:], w[:, -1:])
+            train_loss = (loss_a + loss_b) / (n_a + n_b)
+        else:
+            params, opt_state, loss_sum, n = train_epoch(params, opt_state, images, labels, idx, w)
+            train_loss = loss_sum / n
         correct, loss, count = (np.asarray(a) for a in evaluate(params, ev_x, ev_y, ev_w))
         for i in range(len(seeds)):
-            curves[i].append({
+            if before is not None:
+                curves[i].append({"val_acc_before_last_update": float(before[i])})
+            else:
+                curves[i].append({})
+            curves[i][-1].update({
                 "epoch": e + 1, "train_loss": float(train_loss[i]),
                 "val_acc_example_weighted": float(correct[i].sum() / count[i].sum()),
                 "val_acc_batch_mean": float(np.mean(correct[i] / count[i])),
                 "val_loss_example_weighted": float(loss[i].sum() / count[i].sum()),
+                "last_batch_size": int(w[i, -1].sum()),
             })
     return [{"seed": s, "epochs": c} for s, c in zip(seeds, curves)]

@@ -9,6 +9,7 @@
 - `fixed_batches_short_last`: fixed batches, the short one kept last (composition without position).
 - `examples_short_random`: reshuffled examples, the short batch moved to a random step (position without
   composition).
+- `examples_drop_last`: reshuffled examples, the short batch dropped (`drop_last=True`; 234 steps of 256).
 Numpy only; a pure function of (seed, epoch), like the project's.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from mlp_research import batching
 
-ORDERS = ("examples", "fixed_batches", "fixed_batches_short_last", "examples_short_random")
+ORDERS = ("examples", "fixed_batches", "fixed_batches_short_last", "examples_short_random", "examples_drop_last")
 
 
 def _cut(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -28,11 +29,13 @@ def _cut(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def epoch_batches(kind: str, seed: int, epoch: int, num_train: int, batch_size: int) -> list[np.ndarray]:
     """The index batches of epoch `epoch` (0-based) for data order `kind`."""
     rng = np.random.default_rng([seed, epoch, 1])  # a stream apart from the project's permutation
-    if kind in ("examples", "examples_short_random"):
+    if kind in ("examples", "examples_short_random", "examples_drop_last"):
         layout = batching.make_layout(num_train, batch_size, 0)
         batches = _cut(batching.epoch_order(seed, epoch, layout)[:num_train], batch_size)
         if kind == "examples_short_random" and len(batches[-1]) < batch_size:
             batches.insert(int(rng.integers(len(batches))), batches.pop())
+        if kind == "examples_drop_last" and len(batches[-1]) < batch_size:
+            batches.pop()
         return batches
     fixed = _cut(np.arange(num_train, dtype=np.int32), batch_size)
     if kind == "fixed_batches":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 
-from benchmarks.book import stats
+from benchmarks.book import conditions, stats
 
 HERE = os.path.dirname(__file__)
 RESULTS = os.path.join(HERE, "results")
@@ -62,9 +62,9 @@ def project_cell(data: dict) -> dict:
     return cell
 
 
-def condition(model: str, order: str = "examples", init: str = "project") -> dict | None:
-    """A stored factor condition (see factors.py), or None if it has not been run."""
-    return _read(os.path.join(RESULTS, "factors", f"{model}__order={order}__init={init}.json"))
+def condition(model: str, **changes) -> dict | None:
+    """A stored factor condition (see conditions.py), or None if it has not been run."""
+    return conditions.load(model, **changes)
 
 
 def compare(base: list[float], variant: list[float], paired: bool = True) -> dict:
@@ -82,10 +82,8 @@ def _final(data: dict, key: str = "final_test_acc_example_weighted") -> list[flo
 
 def factor_entries() -> dict:
     """Each factor tried, per model: its description, measured effect with interval, and the runs."""
-    from benchmarks.book.factors import FACTORS
-
     out: dict = {}
-    for name, (description, models, variant) in FACTORS.items():
+    for name, (description, models, variant) in conditions.FACTORS.items():
         entry: dict = {"description": description, "variant": variant}
         for model in models:
             base, var = condition(model), condition(model, **variant)
@@ -103,7 +101,44 @@ def factor_entries() -> dict:
             if book:
                 averaging[f"book_{fw}.{model}"] = compare(_final(book), _final(book, "final_test_acc"))
     out["accuracy_averaging"] = averaging
+    out["last_update_before_evaluation"] = _probe()
     out.update(_identical_by_construction())
+    return out
+
+
+def _probe() -> dict:
+    """Test accuracy just after each epoch's last update (the short batch of 96) minus just before it, same runs."""
+    entry: dict = {"description": "the project's runs evaluated twice per epoch: after the epoch's last update "
+                                  "(a 96-example batch at lr 0.1, as always in the project's order) minus just "
+                                  "before it (paired, same runs; the after values equal the baseline's exactly)"}
+    for model in MODELS:
+        data = condition(model, probe=True)
+        if not data:
+            continue
+        before = [[e["val_acc_before_last_update"] for e in r["epochs"]] for r in data["runs"]]
+        after = [[e["val_acc_example_weighted"] for e in r["epochs"]] for r in data["runs"]]
+        c = compare([b[-1] for b in before], [a[-1] for a in after])
+        c["per_epoch_effect"] = [stats.difference([b[e] for b in before], [a[e] for a in after], paired=True)
+                                 for e in range(len(before[0]))]
+        c["all_epochs_pooled"] = stats.difference([x for b in before for x in b], [x for a in after for x in a],
+                                                  paired=True)
+        entry[model] = c
+    return entry
+
+
+def residuals() -> dict:
+    """The book's runs against the harness with the book's choices (data order, init): what is left unexplained."""
+    pairs = {"jax.mlp_scratch": ("jax", "mlp_scratch", {"order": "fixed_batches"}),
+             "jax.mlp": ("jax", "mlp", {"order": "fixed_batches"}),
+             "torch.mlp_scratch": ("torch", "mlp_scratch", {}),
+             "torch.mlp": ("torch", "mlp", {"init": "torch_default"})}
+    out = {"description": "book (correct / 10,000) minus the project's code with the book's data order and init "
+                          "(Welch); an interval around 0 means those choices explain the book's number"}
+    for key, (fw, model, changes) in pairs.items():
+        book, harness = _read(os.path.join(RESULTS, f"book_{fw}_{model}.json")), condition(model, **changes)
+        if book and harness:
+            out[key] = {"harness_setting": changes or "project defaults",
+                        **compare(_final(harness), _final(book), paired=False)}
     return out
 
 
@@ -145,4 +180,38 @@ def load() -> dict:
             book.setdefault(fw, {})[model] = cell
     book["factors"] = factor_entries()
     book["harness_fidelity"] = fidelity()
+    book["residuals"] = residuals()
     return book
+
+
+def _fmt(s: dict) -> str:
+    return f"{s['mean']:.4f} | {s['std']:.4f} | [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}] | {s['n']}"
+
+
+def table(book: dict) -> str:
+    """The comparison and the factors as markdown (what `python -m benchmarks.book.results` prints)."""
+    lines = ["| cell | mean | std | ci95 | n |", "|---|---|---|---|---|"]
+    for fw in FRAMEWORKS:
+        for model in MODELS:
+            cell = book[fw][model]
+            if "book" in cell:
+                lines.append(f"| book {fw} {model} (book's batch mean) | {_fmt(cell['book'])} |")
+                lines.append(f"| book {fw} {model} (correct/10,000) | {_fmt(cell['book']['example_weighted'])} |")
+    for model in MODELS:
+        cell = book["jax"][model]
+        if "project" in cell:
+            lines.append(f"| project {model} (correct/10,000) | {_fmt(cell['project'])} |")
+    lines += ["", "| factor | model | baseline | variant | effect (Welch 95%) | paired 95% |",
+              "|---|---|---|---|---|---|"]
+    for name, entry in book["factors"].items():
+        for model, c in entry.items():
+            if isinstance(c, dict) and "effect" in c and isinstance(c["effect"], dict):
+                e, p = c["effect"], c.get("effect_paired", {})
+                paired = f"[{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]" if p else ""
+                lines.append(f"| {name} | {model} | {c['baseline']['mean']:.4f} | {c['variant']['mean']:.4f} | "
+                             f"{e['effect']:+.4f} [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] | {paired} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(load()))

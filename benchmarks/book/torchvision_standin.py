@@ -55,7 +55,15 @@ class ToTensor:
 
 
 class FashionMNIST:
-    """torchvision.datasets.FashionMNIST over the local IDX files; `root` and `download` are ignored."""
+    """torchvision.datasets.FashionMNIST over the local IDX files; `root` and `download` are ignored.
+
+    `cache_transformed=True` keeps each image's transformed tensor after its first use: the book's transforms
+    (Resize to the same size, ToTensor) are deterministic, so every later epoch gets the same values, only
+    without re-running PIL per image (which dominates an epoch on a loaded 2-core machine). Use it only with
+    `num_workers=0` (a worker's cache dies with the worker) and deterministic transforms.
+    """
+
+    cache_transformed: bool = False
 
     def __init__(self, root: str = "", train: bool = True, transform: Callable | None = None,
                  target_transform: Callable | None = None, download: bool = False):
@@ -65,6 +73,7 @@ class FashionMNIST:
         self.data = torch.from_numpy(images.copy())
         self.targets = torch.from_numpy(labels.astype(np.int64))
         self.transform, self.target_transform, self.train = transform, target_transform, train
+        self._cache: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self.data)
@@ -72,11 +81,17 @@ class FashionMNIST:
     def __getitem__(self, index: int) -> tuple[Any, int]:
         from PIL import Image
 
-        img, target = Image.fromarray(self.data[index].numpy(), mode="L"), int(self.targets[index])
-        if self.transform is not None:
-            img = self.transform(img)
+        index = int(index)
+        target = int(self.targets[index])
         if self.target_transform is not None:
             target = self.target_transform(target)
+        if index in self._cache:
+            return self._cache[index], target
+        img = Image.fromarray(self.data[index].numpy(), mode="L")
+        if self.transform is not None:
+            img = self.transform(img)
+        if self.cache_transformed:
+            self._cache[index] = img
         return img, target
 
 
