@@ -84,8 +84,28 @@ def make_model(name: str, lr: float = 0.1, num_hiddens: int = 256) -> d2l.Classi
     return MLP(num_outputs=10, num_hiddens=num_hiddens, lr=lr)
 
 
-def run(model_name: str, seed: int, max_epochs: int = 10, batch_size: int = 256) -> dict:
-    """One training run of the chapter (model, d2l.FashionMNIST(256), d2l.Trainer(10)) and its per-epoch numbers."""
+def _shuffle_examples_dataloader(self, train):
+    """d2l 1.0.3's FashionMNIST.get_dataloader (JAX) with one change: shuffle the examples, then batch (as the
+    project and the book's PyTorch loader do), instead of batching, then shuffling the batches."""
+    import tensorflow_datasets as tfds
+
+    data = self.train if train else self.val
+    process = lambda X, y: (tf.expand_dims(X, axis=3) / 255, tf.cast(y, dtype='int32'))  # noqa: E731
+    resize_fn = lambda X, y: (tf.image.resize_with_pad(X, *self.resize), y)  # noqa: E731
+    shuffle_buf = len(data[0]) if train else 1
+    return tfds.as_numpy(tf.data.Dataset.from_tensor_slices(process(*data)).shuffle(shuffle_buf).batch(
+        self.batch_size).map(resize_fn))
+
+
+VARIANTS = {"shuffle_examples": _shuffle_examples_dataloader}
+
+
+def run(model_name: str, seed: int, max_epochs: int = 10, batch_size: int = 256, variant: str | None = None) -> dict:
+    """One training run of the chapter (model, d2l.FashionMNIST(256), d2l.Trainer(10)) and its per-epoch numbers.
+
+    `variant` swaps one piece of the book's code for a controlled experiment (VARIANTS); None runs it as is."""
+    if variant:
+        d2l.FashionMNIST.get_dataloader = VARIANTS[variant]
     random.seed(seed)
     tf.random.set_seed(seed)
     model = make_model(model_name)

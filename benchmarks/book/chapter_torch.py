@@ -66,8 +66,23 @@ def make_model(name: str, lr: float = 0.1, num_hiddens: int = 256) -> d2l.Classi
     return MLP(num_outputs=10, num_hiddens=num_hiddens, lr=lr)
 
 
-def run(model_name: str, seed: int, max_epochs: int = 10, batch_size: int = 256) -> dict:
-    """One training run of the chapter (model, d2l.FashionMNIST(256), d2l.Trainer(10)) and its per-epoch numbers."""
+def _drop_last_dataloader(self, train):
+    """d2l 1.0.3's FashionMNIST.get_dataloader (PyTorch) with one change: the training loader drops its short
+    last batch (drop_last=True), so no epoch ends on the 96-example update."""
+    data = self.train if train else self.val
+    return torch.utils.data.DataLoader(data, self.batch_size, shuffle=train, num_workers=self.num_workers,
+                                       drop_last=train)
+
+
+VARIANTS = {"drop_last": _drop_last_dataloader}
+
+
+def run(model_name: str, seed: int, max_epochs: int = 10, batch_size: int = 256, variant: str | None = None) -> dict:
+    """One training run of the chapter (model, d2l.FashionMNIST(256), d2l.Trainer(10)) and its per-epoch numbers.
+
+    `variant` swaps one piece of the book's code for a controlled experiment (VARIANTS); None runs it as is."""
+    if variant:
+        d2l.FashionMNIST.get_dataloader = VARIANTS[variant]
     workers = os.environ.get("BOOK_TORCH_WORKERS")
     # With no worker processes the stand-in may keep transformed images (identical values, see its docstring).
     torchvision_standin.FashionMNIST.cache_transformed = workers == "0"

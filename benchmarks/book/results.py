@@ -102,7 +102,30 @@ def factor_entries() -> dict:
                 averaging[f"book_{fw}.{model}"] = compare(_final(book), _final(book, "final_test_acc"))
     out["accuracy_averaging"] = averaging
     out["last_update_before_evaluation"] = _probe()
+    out["book_code_variants"] = _book_variants()
     out.update(_identical_by_construction())
+    return out
+
+
+BOOK_VARIANTS = {"torch": ("drop_last", "the book's PyTorch code with drop_last=True in its training DataLoader "
+                                         "(no epoch ends on the 96-example update)"),
+                 "jax": ("shuffle_examples", "the book's JAX code with its loader shuffling examples before "
+                                             "batching (as the project and the book's PyTorch loader do)")}
+
+
+def _book_variants() -> dict:
+    """The book's own code with one loader change (run.py --variant) against the book's code as it is."""
+    out: dict = {}
+    for fw, (variant, description) in BOOK_VARIANTS.items():
+        entry: dict = {"description": description, "framework": fw, "variant": variant}
+        for model in MODELS:
+            book = _read(os.path.join(RESULTS, f"book_{fw}_{model}.json"))
+            var = _read(os.path.join(RESULTS, f"book_{fw}_{model}__{variant}.json"))
+            if book and var:
+                entry[model] = compare(_final(book), _final(var), paired=False)
+                entry[model]["book_statistic"] = compare(_final(book, "final_test_acc"), _final(var, "final_test_acc"),
+                                                         paired=False)
+        out[f"{fw}_{variant}"] = entry
     return out
 
 
@@ -203,7 +226,9 @@ def table(book: dict) -> str:
             lines.append(f"| project {model} (correct/10,000) | {_fmt(cell['project'])} |")
     lines += ["", "| factor | model | baseline | variant | effect (Welch 95%) | paired 95% |",
               "|---|---|---|---|---|---|"]
-    for name, entry in book["factors"].items():
+    flat = {k: v for k, v in book["factors"].items() if k != "book_code_variants"}
+    flat.update({f"book_code:{k}": v for k, v in book["factors"].get("book_code_variants", {}).items()})
+    for name, entry in flat.items():
         for model, c in entry.items():
             if isinstance(c, dict) and "effect" in c and isinstance(c["effect"], dict):
                 e, p = c["effect"], c.get("effect_paired", {})

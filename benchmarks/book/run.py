@@ -52,7 +52,7 @@ def environment() -> dict:
             "versions": versions, "data_dir": idx.data_dir(), "data_sha256": idx.sha256_files()}
 
 
-def run_one(framework: str, model: str, seed: int, epochs: int) -> dict:
+def run_one(framework: str, model: str, seed: int, epochs: int, variant: str | None = None) -> dict:
     """One run in this process."""
     start = time.perf_counter()
     if framework == "jax":
@@ -61,21 +61,21 @@ def run_one(framework: str, model: str, seed: int, epochs: int) -> dict:
         from benchmarks.book import chapter_torch as chapter
     else:
         raise SystemExit(f"--framework: jax or torch, not {framework!r}")
-    result = chapter.run(model, seed, max_epochs=epochs)
+    result = chapter.run(model, seed, max_epochs=epochs, variant=variant)
     final = result["epochs"][-1]
-    return {"seed": seed, "final_test_acc": final["val_acc_batch_mean"],
+    return {"seed": seed, "variant": variant, "final_test_acc": final["val_acc_batch_mean"],
             "final_test_acc_example_weighted": final["val_acc_example_weighted"],
             "wall_seconds": time.perf_counter() - start, **result}
 
 
-def run_many(framework: str, model: str, seeds: list[int], epochs: int) -> list[dict]:
+def run_many(framework: str, model: str, seeds: list[int], epochs: int, variant: str | None = None) -> list[dict]:
     """Each seed in a fresh process; prints one line per finished run."""
     runs = []
     for seed in seeds:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             path = tmp.name
         cmd = [sys.executable, "-m", "benchmarks.book.run", f"--framework={framework}", f"--model={model}",
-               f"--epochs={epochs}", f"--one={seed}", f"--out={path}"]
+               f"--epochs={epochs}", f"--one={seed}", f"--out={path}"] + ([f"--variant={variant}"] if variant else [])
         subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         with open(path) as f:
             runs.append(json.load(f))
@@ -94,14 +94,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--first_seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--out", required=True)
+    p.add_argument("--variant", default=None, help="a one-piece change to the book's code: jax shuffle_examples, "
+                                                   "torch drop_last (controlled experiments); default: none")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one is not None:
-        result = run_one(args.framework, args.model, args.one, args.epochs)
+        result = run_one(args.framework, args.model, args.one, args.epochs, args.variant)
     else:
         seeds = list(range(args.first_seed, args.first_seed + args.runs))
-        runs = run_many(args.framework, args.model, seeds, args.epochs)
+        runs = run_many(args.framework, args.model, seeds, args.epochs, args.variant)
         result = {"source": "book", "framework": args.framework, "model": args.model, "epochs": args.epochs,
+                  "variant": args.variant,
                   "command": " ".join([os.path.relpath(sys.executable), "-m", "benchmarks.book.run", *sys.argv[1:]]),
                   "accuracy": "final_test_acc: the book's number, the mean over the 40 test batches of each batch's "
                               "accuracy (last batch 16 examples); final_test_acc_example_weighted: correct / 10,000",
