@@ -224,8 +224,8 @@ def table(book: dict) -> str:
         cell = book["jax"][model]
         if "project" in cell:
             lines.append(f"| project {model} (correct/10,000) | {_fmt(cell['project'])} |")
-    lines += ["", "| factor | model | baseline | variant | effect (Welch 95%) | paired 95% |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| factor | model | baseline (n) | variant (n) | effect (Welch 95%) | paired 95% | Mann-Whitney p |",
+              "|---|---|---|---|---|---|---|"]
     flat = {k: v for k, v in book["factors"].items() if k != "book_code_variants"}
     flat.update({f"book_code:{k}": v for k, v in book["factors"].get("book_code_variants", {}).items()})
     for name, entry in flat.items():
@@ -233,8 +233,19 @@ def table(book: dict) -> str:
             if isinstance(c, dict) and "effect" in c and isinstance(c["effect"], dict):
                 e, p = c["effect"], c.get("effect_paired", {})
                 paired = f"[{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]" if p else ""
-                lines.append(f"| {name} | {model} | {c['baseline']['mean']:.4f} | {c['variant']['mean']:.4f} | "
-                             f"{e['effect']:+.4f} [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] | {paired} |")
+                lines.append(f"| {name} | {model} | {c['baseline']['mean']:.4f} ({c['baseline']['n']}) | "
+                             f"{c['variant']['mean']:.4f} ({c['variant']['n']}) | "
+                             f"{e['effect']:+.4f} [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] | {paired} | "
+                             f"{e.get('p_mann_whitney') or float('nan'):.3g} |")
+    lines += ["", "| check | baseline | variant | effect (Welch 95%) | Mann-Whitney p |", "|---|---|---|---|---|"]
+    checks = {f"harness vs project default, {m}": c for m, c in book["harness_fidelity"].items()}
+    checks.update({f"book {k} vs harness with its choices": c for k, c in book["residuals"].items()
+                   if isinstance(c, dict)})
+    for name, c in checks.items():
+        e = c["effect"]
+        lines.append(f"| {name} | {c['baseline']['mean']:.4f} (n={c['baseline']['n']}) | {c['variant']['mean']:.4f} "
+                     f"(n={c['variant']['n']}) | {e['effect']:+.4f} [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] | "
+                     f"{e.get('p_mann_whitney') or float('nan'):.3f} |")
     return "\n".join(lines)
 
 
