@@ -89,7 +89,7 @@ if ! "${INSTALL[@]}" "${torch_args[@]}"; then
   exit 1
 fi
 "${INSTALL[@]}" "$TORCH_SPEC"
-"${INSTALL[@]}" -e ".[tfds,test]"
+"${INSTALL[@]}" -e ".[tfds,notebook,test]"
 for plugin in plugins/*/; do
   [ -f "$plugin/pyproject.toml" ] || continue
   # Framework packages whose declared requirements conflict with the core (mxnet: numpy<2) are
