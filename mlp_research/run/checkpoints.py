@@ -26,10 +26,7 @@ import json
 import logging
 import os
 import shutil
-import sys
-import threading
 import time
-import traceback
 from typing import Any, Callable
 
 import numpy as np
@@ -37,6 +34,7 @@ import numpy as np
 from mlp_research.config import Config
 from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError
 from mlp_research.files import atomic_path, storage_error
+from mlp_research.run.orbax_env import load_orbax
 from mlp_research.run.workdir import CHECKPOINT_DIR
 from mlp_research.spec import ModelSpec
 
@@ -91,50 +89,6 @@ def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE
     return diffs
 
 
-def _orbax():
-    # Orbax brings JAX into the process. Where no framework has started JAX yet (another backend
-    # trains, or an evaluation), keep it from reserving most of a GPU (read when JAX first
-    # touches a device); a user's own setting stands.
-    if "jax" not in sys.modules:
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    import orbax.checkpoint as ocp
-
-    return ocp
-
-
-class _QuietOrbax(logging.Filter):
-    """Orbax's background threads log a failed write at length (and tracebacks of closed event loops);
-    the save's own exception says it once, as one line, so those records are dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR or "orbax" not in (record.pathname or "")
-
-
-def _quiet_background_threads() -> None:
-    """Keep Orbax's worker threads from printing tracebacks; any other thread's failure still prints."""
-    previous = threading.excepthook
-    if getattr(previous, "_mlp_research", False):
-        return
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
-        if any("orbax" in f.filename or "asyncio" in f.filename for f in frames):
-            return
-        previous(args)
-
-    hook._mlp_research = True  # type: ignore[attr-defined]
-    threading.excepthook = hook
-    logging.getLogger("absl").addFilter(_QuietOrbax())
-    previous_unraisable = sys.unraisablehook
-
-    def unraisable(info) -> None:  # TensorStore's callbacks onto Orbax's already-closed event loops
-        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
-            return
-        previous_unraisable(info)
-
-    sys.unraisablehook = unraisable
-
-
 def _reason(error: BaseException) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
 
@@ -161,8 +115,7 @@ class Checkpoints:
         self._manager = None
         if read_only and not os.path.isdir(self.directory):
             return  # nothing to inspect: a fresh run does not wait for Orbax's import here
-        self._ocp = _orbax()
-        _quiet_background_threads()
+        self._ocp = load_orbax()
         options = self._ocp.CheckpointManagerOptions(
             max_to_keep=None,  # pruned by `_prune`: the latest `keep` plus, with keep_best, the best
             create=not read_only,
