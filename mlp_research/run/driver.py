@@ -23,12 +23,13 @@ from mlp_research.backends.base import check_config, process_count, process_inde
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError, warn
+from mlp_research.run import checkpoints as checkpoints_lib
 from mlp_research.run import members as members_lib
 from mlp_research.run import metrics as metrics_lib
 from mlp_research.run import plots, signals
 from mlp_research.run import workdir as workdir_lib
 from mlp_research.run.checkpoints import Checkpoints
-from mlp_research.run.loop import EpochHook, MemberRun, RunLoop
+from mlp_research.run.loop import EpochHook, MemberRun, RunLoop, barrier
 from mlp_research.run.members import Member
 from mlp_research.run.summary import build_summary, group_summary
 from mlp_research.run.trainers import as_group
@@ -60,9 +61,9 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         _stop_point(stop, "start-up", alone)
         created = _open_workdirs(stack, members, workdir, axes, restart, primary, grouped)
         splits, data_seconds, trainer = _load_and_build(backend, members, grouped, stop, alone, created, primary)
-        runs = _member_runs(stack, members, workdir, axes, restart, grouped, primary)
+        runs = _member_runs(stack, backend, members, workdir, axes, restart, grouped, primary)
         loop = RunLoop(runs, trainer, backend, stop, primary, on_epoch)
-        resumed = loop.resume()
+        resumed = _resume(loop, splits)
         run_facts = {"num_train": len(splits.train), "num_eval": len(splits.eval), "eval_split": splits.eval.name,
                      "data_source": splits.source, "data_seconds": data_seconds,
                      "compile_seconds": trainer.compile_seconds, "process_index": process_index(backend),
@@ -98,18 +99,54 @@ def _load_and_build(backend: Any, members: Sequence[Member], grouped: bool, stop
     return splits, data_seconds, trainer
 
 
-def _member_runs(stack: contextlib.ExitStack, members: Sequence[Member], workdir: str, axes: dict[str, list[Any]],
-                 restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
-    """Only now, with flags, data and compilation known good, does any work directory change."""
-    if restart and primary:
+def _member_runs(stack: contextlib.ExitStack, backend: Any, members: Sequence[Member], workdir: str,
+                 axes: dict[str, list[Any]], restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
+    """Only now, with flags, data and compilation known good, does any work directory change.
+
+    The primary process makes the changes while the others wait (they have read the work
+    directories already), and every process lists the checkpoints only after them: from
+    here on every process of the run holds the same list.
+    """
+    barrier(backend)
+    if primary:
         for m in members:
-            workdir_lib.discard(m.workdir)
-    if grouped and primary:
-        members_lib.write_group(workdir, members, axes)
+            if restart:
+                workdir_lib.discard(m.workdir)
+            checkpoints_lib.remove_unfinished(m.workdir)
+        if grouped:
+            members_lib.write_group(workdir, members, axes)
+    barrier(backend)
     config = members[0].config
     return [MemberRun(m, stack.enter_context(contextlib.closing(
         Checkpoints(m.workdir, keep=config.keep_checkpoints, keep_best=config.keep_best, primary=primary))))
         for m in members]
+
+
+def _resume(loop: RunLoop, splits: Splits) -> Any:
+    """`loop.resume()`; members behind the others first train alone, as a smaller group, up to their step.
+
+    Members share no intact step only where a group was written before pruning waited for every
+    member (or a member's checkpoints were lost): each then restored its own newest intact step.
+    """
+    resumed = loop.resume()
+    while loop.behind:
+        runs = [loop.runs[k] for k in loop.behind]
+        if loop.primary and loop.config.progress:
+            print(f"{', '.join(r.member.name for r in runs)} behind the other members: training them alone up to "
+                  f"step {loop.target}", flush=True)
+        trainer = _build_trainer(loop.backend, [r.member for r in runs], splits, grouped=True)
+        catch_up = RunLoop(runs, trainer, loop.backend, loop.stop, loop.primary)
+        _resume(catch_up, splits)
+        _open_writers(runs, loop.primary)
+        try:
+            catch_up.run(until_step=loop.target)
+        finally:
+            for run in runs:
+                if run.writer is not None:
+                    run.writer.close()
+                    run.writer = None
+        resumed = loop.resume()
+    return resumed
 
 
 def _run_loop(loop: RunLoop, run_facts: dict, start: float, primary: bool) -> None:
