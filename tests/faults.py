@@ -85,3 +85,10 @@ def named_checkpoint_exists(text: str) -> bool:
 
     paths = re.findall(r"(/\S+/checkpoints/\d+)", text)
     return all(os.path.isdir(p) for p in paths)
+
+
+def uninterrupted_rows(workdir: Path, *args: str) -> list[dict]:
+    """The rows of a run of `args` from start to end: what every interrupted and resumed run must equal."""
+    done = run(train_cmd(workdir, *args))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return rows(workdir)

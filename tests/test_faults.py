@@ -28,6 +28,7 @@ from faults import (
     signal_after,
     snapshot,
     train_cmd,
+    uninterrupted_rows,
 )
 
 from conftest import REPO
@@ -45,10 +46,7 @@ ARGS = [*SMALL, "--max_epochs=3", "--steps_per_chunk=8"]
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[dict]:
-    workdir = tmp_path_factory.mktemp("reference")
-    done = run(train_cmd(workdir, *ARGS))
-    assert done.returncode == 0, done.stderr[-2000:]
-    return rows(workdir)
+    return uninterrupted_rows(tmp_path_factory.mktemp("reference"), *ARGS)
 
 
 # ------------------------------------------------------------------ signals

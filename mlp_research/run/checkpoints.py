@@ -7,13 +7,16 @@ so far, which never goes backwards) holds three items:
 - `canonical`: the parameters in the canonical layout, so any backend can
   evaluate the checkpoint without the framework that wrote it;
 - `meta`: JSON with the run's flat config, the position in the data order
-  (epoch and step within it, with the partial epoch's metric sums) and the
-  metrics history. Initialisation and data order are pure functions of the seed,
-  so seed + position is the complete random state.
+  (epoch and step within it, with the partial epoch's metric sums), the
+  metrics history and a SHA-256 checksum of every array of `state` and
+  `canonical` (`checksums.py`), which binds the three items to one another.
+  Initialisation and data order are pure functions of the seed, so seed +
+  position is the complete random state.
 
 A save either completes and is verified on disk, or raises: saves are
 synchronous, a step at or below an existing one is refused, and a full disk is
-a `StorageError` with the unfinished save removed.
+a `StorageError` with the unfinished save removed. Every restore checks the
+arrays against their checksums; a mismatch is a corrupt checkpoint.
 
 The list of checkpoints is read from disk when the run opens them and then kept
 in memory, changed only by this run's own saves, prunes and set-asides, which
@@ -38,15 +41,16 @@ from typing import Any
 import numpy as np
 
 from mlp_research.config import Config
-from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError
+from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError, warn
 from mlp_research.files import atomic_path, storage_error
+from mlp_research.run import checksums
 from mlp_research.run.orbax_env import load_orbax
 from mlp_research.run.workdir import CHECKPOINT_DIR
 from mlp_research.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: meta holds the checksums of the arrays; 2 and older are restored unverified, with a warning
 SET_ASIDE_DIR = "checkpoints_set_aside"
 SET_ASIDE_KEEP = 3  # checkpoints_set_aside/ keeps the newest few moved there; older ones are removed
 # Fields a resumed run may change: how long and where it runs, not what it computes.
@@ -178,24 +182,40 @@ class Checkpoints:
             )
 
     def restore_step(self, step: int, config: Config, abstract_state: Any) -> Resumed:
-        """Checkpoint `step` (raises whatever Orbax raises if it is unreadable; a mismatch as such)."""
+        """Checkpoint `step`, its arrays verified (raises whatever Orbax raises if it is unreadable,
+        `ChecksumMismatch` if it is corrupt, `CheckpointMismatchError` if another config wrote it)."""
         meta = self.read_meta(step)
         self._refuse_mismatch(step, meta, config)
         args = self._ocp.args
-        restored = self._manager.restore(step, args=args.Composite(state=args.StandardRestore(abstract_state)))
-        extra = {k: v for k, v in meta.items() if k not in ("format", "config", "position", "history")}
+        restored = self._manager.restore(step, args=args.Composite(
+            state=args.StandardRestore(abstract_state),
+            canonical=args.StandardRestore(_abstract_canonical(config.model))))
+        self._verify(step, meta, restored)
+        extra = {k: v for k, v in meta.items() if k not in ("format", "config", "position", "history", "checksums")}
         return Resumed(step, restored["state"], Position(**meta["position"]), meta.get("history", []),
                        self.path(step), extra)
 
     def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
-        """The canonical parameters of checkpoint `step`, whichever backend wrote it."""
-        abstract = {name: np.zeros(shape, np.float32) for name, shape in spec.canonical_shapes().items()}
+        """The canonical parameters of checkpoint `step`, whichever backend wrote it, verified."""
         args = self._ocp.args
         try:
-            restored = self._manager.restore(step, args=args.Composite(canonical=args.StandardRestore(abstract)))
+            meta = self.read_meta(step)
+            restored = self._manager.restore(step, args=args.Composite(
+                canonical=args.StandardRestore(_abstract_canonical(spec))))
+            self._verify(step, meta, restored)
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({reason(e)})") from None
         return {name: np.asarray(value) for name, value in restored["canonical"].items()}
+
+    def _verify(self, step: int, meta: dict, restored: dict) -> None:
+        """Every restored item against the checksums in `meta` (a checkpoint older than them: a warning)."""
+        stored = meta.get("checksums")
+        if stored is None:
+            warn(f"checkpoint {self.path(step)} has no checksums (written before format {FORMAT_VERSION}); "
+                 "its arrays are used unverified")
+            return
+        for item, tree in restored.items():
+            checksums.verify(item, tree, stored.get(item, {}))
 
     def set_aside(self, step: int, why: str) -> None:
         """Move checkpoint `step` into `checkpoints_set_aside/` (the primary does; every process forgets it).
@@ -230,12 +250,14 @@ class Checkpoints:
         if existing and step <= existing[0]:
             raise CheckpointError(f"cannot save step {step}: {self.path(existing[0])} is at or beyond it; "
                                   "use --restart to start over or move that checkpoint away")
+        canonical = dict(canonical)
         meta = {"format": FORMAT_VERSION, "config": config.to_flat(), "position": dataclasses.asdict(position),
-                "history": history, **(extra or {})}
+                "history": history, **(extra or {}),
+                "checksums": {"state": checksums.manifest(host_state), "canonical": checksums.manifest(canonical)}}
         args = self._ocp.args
         try:
             saved = self._manager.save(step, force=True, args=args.Composite(
-                state=args.StandardSave(host_state), canonical=args.StandardSave(dict(canonical)),
+                state=args.StandardSave(host_state), canonical=args.StandardSave(canonical),
                 meta=args.JsonSave(meta)))
             self._manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 -- a full disk surfaces as many exception types
@@ -302,6 +324,10 @@ def _moved_at(entry: str) -> int:
     """When a set-aside entry (`STEP-TIME_NS`) was moved there; 0 for anything else."""
     stamp = entry.rpartition("-")[2]
     return int(stamp) if stamp.isdigit() else 0
+
+
+def _abstract_canonical(spec: ModelSpec) -> dict[str, np.ndarray]:
+    return {name: np.zeros(shape, np.float32) for name, shape in spec.canonical_shapes().items()}
 
 
 def best_step(history: list[dict], steps: list[int]) -> int | None:
