@@ -238,6 +238,10 @@ def processes_naming(marker: str) -> list[int]:
     return found
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def kill_all(marker: str) -> None:
     """Clean up after a failed test: a hung run's processes must not outlive it."""
     for pid in processes_naming(marker):
@@ -277,3 +281,32 @@ def test_three_processes_save_and_prune_together_and_never_hang(tmp_path):
         kill_all(str(tmp_path))
     assert all(r == results[0] for r in results)
 
+
+@needs_mpirun
+def test_a_killed_mpirun_takes_its_processes_with_it(tmp_path):
+    """Open MPI starts each process in a process group of its own and forwards signals itself: an mpirun killed
+    outright (SIGKILL, a timeout's kill) left its processes running, orphaned, unless they happened to write to
+    its closed pipes. Quiet ones (--progress=false here, or hung ones) ran on. They end with it now."""
+    args = ["--dataset=synthetic", "--synthetic_train_size=8000", "--synthetic_test_size=301", "--max_epochs=100",
+            "--progress=false", "--checkpoint_min_seconds=0"]
+    workdir = tmp_path / "run"
+    launcher = subprocess.Popen([*MPIRUN, "-np", "2", *TRAIN, *args, f"--workdir={workdir}"], cwd=REPO,
+                                env=clean_environ(JAX_COORDINATOR_PORT=str(free_port())), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (workdir / "checkpoints").is_dir() or not any(p.name.isdigit() for p in
+                                                                 (workdir / "checkpoints").iterdir()):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run did not start training"
+            time.sleep(0.1)
+        ranks = [pid for pid in processes_naming(str(workdir)) if pid != launcher.pid]
+        assert len(ranks) == 2 and {parent_of(pid) for pid in ranks} == {launcher.pid}, ranks
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 20
+        while processes_naming(str(workdir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_naming(str(workdir)) == [], "orphaned ranks are still running"
+    finally:
+        stop_all([launcher])
+        kill_all(str(workdir))
