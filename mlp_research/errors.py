@@ -81,10 +81,16 @@ class PeerProcessError(UserError):
     exit_code = 12
 
 
+class OutOfMemoryError(UserError):
+    """The model, its optimiser state or a batch did not fit in memory (a failed allocation)."""
+
+    exit_code = 14
+
+
 EXIT_CODES = {cls.exit_code: cls for cls in (
     UserError, ConfigError, DataError, NonFiniteLossError, PreemptedError, WorkdirLockedError,
     CheckpointMismatchError, CheckpointError, StoppedBeforeCheckpointError, StorageError, WorkdirDamagedError,
-    PeerProcessError)}
+    PeerProcessError, OutOfMemoryError)}
 
 
 def warn(message: str) -> None:
