@@ -36,6 +36,7 @@ from conftest import REPO
 from mlp_research.data import idx
 from mlp_research.errors import (
     CheckpointError,
+    ConfigError,
     OutOfMemoryError,
     PreemptedError,
     StoppedBeforeCheckpointError,
@@ -258,4 +259,11 @@ def test_a_model_that_does_not_fit_in_memory_is_one_line_and_leaves_nothing(tmp_
         assert line.startswith("error: --num_hiddens: the model (562,774,026 parameters)") and "memory" in line
     assert not (tmp_path / "fresh").exists()
     assert {k: v for k, v in snapshot(existing).items() if k != "."} == before
+
+def test_a_training_subset_larger_than_the_training_set_is_refused(tmp_path):
+    """Issue 23, defect 6: it used to train on all 2,000 examples without a word."""
+    done = run(train_cmd(tmp_path / "w", *SMALL, "--train_subset=5000"))
+    assert done.returncode == ConfigError.exit_code, done.stderr[-2000:]
+    assert one_line_error(done).startswith("error: --train_subset: 5000 is larger than the training set (2000 ")
+    assert not (tmp_path / "w").exists()
 
