@@ -28,6 +28,7 @@ from faults import (
     run,
     signal_after,
     snapshot,
+    tmpfs_at,
     train_cmd,
     uninterrupted_rows,
 )
@@ -178,13 +179,8 @@ def test_steps_never_go_backwards_when_the_training_set_shrinks(tmp_path):
 # ------------------------------------------------------------------ disk full
 @pytest.fixture
 def tiny_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], capture_output=True)
+    with tmpfs_at(tmp_path / "disk", "3m") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_one_line_with_the_errno_and_loses_nothing(tiny_disk):
@@ -266,4 +262,27 @@ def test_a_training_subset_larger_than_the_training_set_is_refused(tmp_path):
     assert done.returncode == ConfigError.exit_code, done.stderr[-2000:]
     assert one_line_error(done).startswith("error: --train_subset: 5000 is larger than the training set (2000 ")
     assert not (tmp_path / "w").exists()
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    with tmpfs_at(tmp_path / "fs", "32m") as mount:
+        yield mount
+
+
+def remount_read_only(mount: Path) -> None:
+    assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
+
+
+def test_a_workdir_on_a_read_only_file_system_names_erofs(tmp_path, tmpfs):
+    """Issue 23, defect 7: a new workdir, and a run to resume, on a file system mounted read-only: exit 10."""
+    trained = tmpfs / "trained"
+    assert run(train_cmd(trained, *SMALL, "--max_epochs=1")).returncode == 0
+    remount_read_only(tmpfs)
+    before = snapshot(tmpfs)
+    for workdir in (tmpfs / "new", trained):
+        done = run(train_cmd(workdir, *SMALL, "--max_epochs=2"))
+        assert done.returncode == StorageError.exit_code, done.stderr[-2000:]
+        line = one_line_error(done)
+        assert str(workdir) in line and "EROFS" in line, line
+    assert snapshot(tmpfs) == before
 
