@@ -43,7 +43,10 @@ from mlp_research.errors import (
     StoppedBeforeCheckpointError,
     StorageError,
     WorkdirDamagedError,
+    WorkdirLockedError,
 )
+from mlp_research.exercises.report import REPORT, REPORT_LOCK
+from mlp_research.run.workdir import WorkdirLock
 
 ARGS = [*SMALL, "--max_epochs=3", "--steps_per_chunk=8"]
 
@@ -233,6 +236,7 @@ def test_evaluate_with_no_checkpoint_and_a_bad_choice(tmp_path):
     done = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={tmp_path}"])
     assert done.returncode == CheckpointError.exit_code
 
+
 # ------------------------------------------------------- memory, data, places
 def test_a_model_that_does_not_fit_in_memory_is_one_line_and_leaves_nothing(tmp_path):
     """Issue 23, defect 4: past the size check, the first allocation fails (address space limited as by
@@ -256,12 +260,14 @@ def test_a_model_that_does_not_fit_in_memory_is_one_line_and_leaves_nothing(tmp_
     assert not (tmp_path / "fresh").exists()
     assert {k: v for k, v in snapshot(existing).items() if k != "."} == before
 
+
 def test_a_training_subset_larger_than_the_training_set_is_refused(tmp_path):
     """Issue 23, defect 6: it used to train on all 2,000 examples without a word."""
     done = run(train_cmd(tmp_path / "w", *SMALL, "--train_subset=5000"))
     assert done.returncode == ConfigError.exit_code, done.stderr[-2000:]
     assert one_line_error(done).startswith("error: --train_subset: 5000 is larger than the training set (2000 ")
     assert not (tmp_path / "w").exists()
+
 
 @pytest.fixture
 def tmpfs(tmp_path):
@@ -286,3 +292,16 @@ def test_a_workdir_on_a_read_only_file_system_names_erofs(tmp_path, tmpfs):
         assert str(workdir) in line and "EROFS" in line, line
     assert snapshot(tmpfs) == before
 
+
+def test_a_second_report_on_one_workdir_exits_in_use_and_writes_nothing(tmp_path):
+    """Issue 23, defect 5: the report holds a lock of its own; the loser never rewrites REPORT.md."""
+    workdir = tmp_path / "report"
+    workdir.mkdir()
+    (workdir / REPORT).write_text("the first report's\n")
+    with WorkdirLock(str(workdir), name=REPORT_LOCK):
+        before = snapshot(workdir)
+        done = run([sys.executable, "-m", "experiments.report", "--synthetic", "--smoke", "--only=q7",
+                    f"--workdir={workdir}"])
+        assert snapshot(workdir) == before
+    assert done.returncode == WorkdirLockedError.exit_code, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"is in use by process {os.getpid()}" in one_line_error(done)

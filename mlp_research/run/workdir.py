@@ -119,11 +119,12 @@ class WorkdirLock:
     Uses `flock` on `<workdir>/.lock`: the kernel releases it when the holder
     exits for any reason (kill -9 included), so a stale lock never blocks a resume.
     `hint` may add a line on how to launch correctly (a cluster launcher's processes
-    that did not join one runtime).
+    that did not join one runtime). `name` is the lock file: another tool that owns a
+    directory (the exercise report) takes its own, apart from any run's.
     """
 
-    def __init__(self, workdir: str, hint: Callable[[], str | None] = lambda: None):
-        self.path = os.path.join(workdir, LOCK_FILE)
+    def __init__(self, workdir: str, hint: Callable[[], str | None] = lambda: None, name: str = LOCK_FILE):
+        self.path = os.path.join(workdir, name)
         self._hint = hint
         self._fd: int | None = None
 
