@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -239,21 +238,18 @@ def test_evaluate_with_no_checkpoint_and_a_bad_choice(tmp_path):
 
 # ------------------------------------------------------- memory, data, places
 def test_a_model_that_does_not_fit_in_memory_is_one_line_and_leaves_nothing(tmp_path):
-    """Issue 23, defect 4: past the size check, the first allocation fails (address space limited as by
-    `ulimit -v 6000000`); the workdir it created is gone, and what it added to an existing one too."""
-    limit = 6_000_000 * 1024
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
+    """Issue 23, defect 4: past the size check, the first allocation fails (`ulimit -v 6000000`, set by a shell:
+    a preexec_fn would fork this multithreaded process); the workdir it created is gone, and what it added to an
+    existing one too."""
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "notes.txt").write_text("mine\n")
     before = snapshot(existing)
     del before["."]  # the directory's own mtime moves as entries come and go
     for workdir in (tmp_path / "fresh", existing):
-        done = subprocess.run(train_cmd(workdir, *SMALL, "--num_hiddens=32768,16384"), cwd=REPO,
-                              capture_output=True, text=True, timeout=300, preexec_fn=limited)
+        done = subprocess.run(["bash", "-c", 'ulimit -v 6000000 && exec "$@"', "bash",
+                               *train_cmd(workdir, *SMALL, "--num_hiddens=32768,16384")], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == OutOfMemoryError.exit_code, done.stderr[-2000:]
         line = one_line_error(done)
         assert line.startswith("error: --num_hiddens: the model (562,774,026 parameters)") and "memory" in line
