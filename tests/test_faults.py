@@ -158,6 +158,24 @@ def test_an_empty_step_directory_does_not_swallow_later_saves(tmp_path):
     assert checkpoint_steps(workdir)[-1] == 2 * 32 and 999 not in checkpoint_steps(workdir)
 
 
+def test_a_refused_resume_moves_nothing_first(tmp_path):
+    """Exit 2 promises nothing written: the newest checkpoint is corrupt, and the one to fall back to stops at a
+    step this --steps_per_chunk cannot continue from; the corrupt one stays where it is."""
+    workdir = tmp_path / "w"
+    args = [*SMALL, "--max_epochs=1", "--steps_per_chunk=8", "--checkpoint_every_steps=8", "--keep_checkpoints=0"]
+    assert run(train_cmd(workdir, *args)).returncode == 0
+    newest = workdir / "checkpoints" / str(checkpoint_steps(workdir)[-1])
+    for f in (newest / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    before = snapshot(workdir)
+    done = run(train_cmd(workdir, *SMALL, "--max_epochs=2", "--steps_per_chunk=16"))
+    assert done.returncode == ConfigError.exit_code, done.stderr[-2000:]
+    assert "error: --steps_per_chunk: " in done.stderr and "Traceback" not in done.stderr
+    after = snapshot(workdir)
+    assert after.pop(".lock")[:2] == before.pop(".lock")[:2]  # the lock file names its holder: rewritten
+    assert after == before
+
 def test_steps_never_go_backwards_when_the_training_set_shrinks(tmp_path):
     """Defect 1c: resuming with another --data_dir (a changeable field) of fewer examples."""
     import numpy as np

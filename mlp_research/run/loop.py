@@ -80,6 +80,8 @@ class RunLoop:
         """
         plan = resume_lib.plan([r.checkpoints for r in self.runs], [r.member.config for r in self.runs],
                                self.trainer.abstract_state_dict())
+        if plan.restored is not None:  # a position this layout cannot continue is refused before anything moves
+            self._check_position(next(r for r in plan.restored if r is not None and r.step == plan.target))
         if plan.set_aside:  # every process read what it needed before the primary moves anything
             barrier(self.backend)
             for k, step, why in plan.set_aside:
@@ -93,8 +95,6 @@ class RunLoop:
             raise plan.error
         self.behind, self.target = plan.behind, plan.target
         if plan.restored is None or self.behind:
-            if self.behind:
-                self._check_position(next(r for r in plan.restored if r is not None and r.step == self.target))
             return None
         restored = plan.restored
         self.trainer.load_state_dicts([x.state for x in restored])
@@ -104,7 +104,6 @@ class RunLoop:
             self.positions[k] = resumed.position
         first = restored[0]
         self.resumed, self.position = first, first.position
-        self._check_position(first)
         self.epoch_start = first.step - first.position.step_in_epoch
         for run, resumed in zip(self.runs, restored):
             run.first_nonfinite_step = _stored_divergence(resumed, run.rows)
