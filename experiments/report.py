@@ -68,14 +68,22 @@ def _check_flags(files: dict[str, str], order: list[str]) -> tuple[list[str], st
 
 
 def main(argv: list[str]) -> None:
-    from mlp_research.exercises import ORDER, question
+    from mlp_research.exercises import ORDER
+    from mlp_research.exercises.report import REPORT_LOCK
+    from mlp_research.run.workdir import WorkdirLock
 
     files = experiment_files()
     only, data_dir, dataset = _check_flags(files, ORDER)
-    from mlp_research.exercises import report
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    with WorkdirLock(FLAGS.workdir, name=REPORT_LOCK):  # a second report on this workdir exits 6, writing nothing
+        _run(files, only, data_dir, dataset)
+
+
+def _run(files: dict[str, str], only: list[str], data_dir: str, dataset: str) -> None:
+    """Every question in `only` (the others' stored sections reused), then REPORT.md and report.json."""
+    from mlp_research.exercises import ORDER, question, report
     from mlp_research.exercises.common import Context, load_experiment
 
-    os.makedirs(FLAGS.workdir, exist_ok=True)
     ctx = Context(workdir=FLAGS.workdir, dataset=dataset, data_dir=os.path.abspath(data_dir) if data_dir else "",
                   smoke=FLAGS.smoke, log=lambda line: print(line, flush=True), search_workers=FLAGS.search_workers)
     configs = {q: load_experiment(files[q], FLAGS.smoke) for q in only}

@@ -93,10 +93,16 @@ class StudyStorageError(UserError):
     exit_code = 14
 
 
+class OutOfMemoryError(UserError):
+    """The model, its optimiser state or a batch did not fit in memory (a failed allocation)."""
+
+    exit_code = 15
+
+
 EXIT_CODES = {cls.exit_code: cls for cls in (
     UserError, ConfigError, DataError, NonFiniteLossError, PreemptedError, WorkdirLockedError,
     CheckpointMismatchError, CheckpointError, StoppedBeforeCheckpointError, StorageError, WorkdirDamagedError,
-    PeerProcessError, SearchError, StudyStorageError)}
+    PeerProcessError, SearchError, StudyStorageError, OutOfMemoryError)}
 
 
 def warn(message: str) -> None:

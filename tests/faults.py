@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from conftest import REPO
 
@@ -85,3 +89,23 @@ def named_checkpoint_exists(text: str) -> bool:
 
     paths = re.findall(r"(/\S+/checkpoints/\d+)", text)
     return all(os.path.isdir(p) for p in paths)
+
+
+def uninterrupted_rows(workdir: Path, *args: str) -> list[dict]:
+    """The rows of a run of `args` from start to end: what every interrupted and resumed run must equal."""
+    done = run(train_cmd(workdir, *args))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return rows(workdir)
+
+
+@contextlib.contextmanager
+def tmpfs_at(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `mount` for the duration (the test is skipped where mounting needs root)."""
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)

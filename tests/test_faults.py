@@ -27,28 +27,32 @@ from faults import (
     run,
     signal_after,
     snapshot,
+    tmpfs_at,
     train_cmd,
+    uninterrupted_rows,
 )
 
 from conftest import REPO
 from mlp_research.data import idx
 from mlp_research.errors import (
     CheckpointError,
+    ConfigError,
+    OutOfMemoryError,
     PreemptedError,
     StoppedBeforeCheckpointError,
     StorageError,
     WorkdirDamagedError,
+    WorkdirLockedError,
 )
+from mlp_research.exercises.report import REPORT, REPORT_LOCK
+from mlp_research.run.workdir import WorkdirLock
 
 ARGS = [*SMALL, "--max_epochs=3", "--steps_per_chunk=8"]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[dict]:
-    workdir = tmp_path_factory.mktemp("reference")
-    done = run(train_cmd(workdir, *ARGS))
-    assert done.returncode == 0, done.stderr[-2000:]
-    return rows(workdir)
+    return uninterrupted_rows(tmp_path_factory.mktemp("reference"), *ARGS)
 
 
 # ------------------------------------------------------------------ signals
@@ -154,6 +158,24 @@ def test_an_empty_step_directory_does_not_swallow_later_saves(tmp_path):
     assert checkpoint_steps(workdir)[-1] == 2 * 32 and 999 not in checkpoint_steps(workdir)
 
 
+def test_a_refused_resume_moves_nothing_first(tmp_path):
+    """Exit 2 promises nothing written: the newest checkpoint is corrupt, and the one to fall back to stops at a
+    step this --steps_per_chunk cannot continue from; the corrupt one stays where it is."""
+    workdir = tmp_path / "w"
+    args = [*SMALL, "--max_epochs=1", "--steps_per_chunk=8", "--checkpoint_every_steps=8", "--keep_checkpoints=0"]
+    assert run(train_cmd(workdir, *args)).returncode == 0
+    newest = workdir / "checkpoints" / str(checkpoint_steps(workdir)[-1])
+    for f in (newest / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    before = snapshot(workdir)
+    done = run(train_cmd(workdir, *SMALL, "--max_epochs=2", "--steps_per_chunk=16"))
+    assert done.returncode == ConfigError.exit_code, done.stderr[-2000:]
+    assert "error: --steps_per_chunk: " in done.stderr and "Traceback" not in done.stderr
+    after = snapshot(workdir)
+    assert after.pop(".lock")[:2] == before.pop(".lock")[:2]  # the lock file names its holder: rewritten
+    assert after == before
+
 def test_steps_never_go_backwards_when_the_training_set_shrinks(tmp_path):
     """Defect 1c: resuming with another --data_dir (a changeable field) of fewer examples."""
     import numpy as np
@@ -177,13 +199,8 @@ def test_steps_never_go_backwards_when_the_training_set_shrinks(tmp_path):
 # ------------------------------------------------------------------ disk full
 @pytest.fixture
 def tiny_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], capture_output=True)
+    with tmpfs_at(tmp_path / "disk", "3m") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_one_line_with_the_errno_and_loses_nothing(tiny_disk):
@@ -235,3 +252,70 @@ def test_evaluate_with_no_checkpoint_and_a_bad_choice(tmp_path):
     assert done.returncode == 2 and one_line_error(done).startswith("error: --checkpoint: ")
     done = run([sys.executable, "-m", "experiments.evaluate", f"--workdir={tmp_path}"])
     assert done.returncode == CheckpointError.exit_code
+
+
+# ------------------------------------------------------- memory, data, places
+def test_a_model_that_does_not_fit_in_memory_is_one_line_and_leaves_nothing(tmp_path):
+    """Issue 23, defect 4: past the size check, the first allocation fails (`ulimit -v 6000000`, set by a shell:
+    a preexec_fn would fork this multithreaded process); the workdir it created is gone, and what it added to an
+    existing one too."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine\n")
+    before = snapshot(existing)
+    del before["."]  # the directory's own mtime moves as entries come and go
+    for workdir in (tmp_path / "fresh", existing):
+        done = subprocess.run(["bash", "-c", 'ulimit -v 6000000 && exec "$@"', "bash",
+                               *train_cmd(workdir, *SMALL, "--num_hiddens=32768,16384")], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == OutOfMemoryError.exit_code, done.stderr[-2000:]
+        line = one_line_error(done)
+        assert line.startswith("error: --num_hiddens: the model (562,774,026 parameters)") and "memory" in line
+    assert not (tmp_path / "fresh").exists()
+    assert {k: v for k, v in snapshot(existing).items() if k != "."} == before
+
+
+def test_a_training_subset_larger_than_the_training_set_is_refused(tmp_path):
+    """Issue 23, defect 6: it used to train on all 2,000 examples without a word."""
+    done = run(train_cmd(tmp_path / "w", *SMALL, "--train_subset=5000"))
+    assert done.returncode == ConfigError.exit_code, done.stderr[-2000:]
+    assert one_line_error(done).startswith("error: --train_subset: 5000 is larger than the training set (2000 ")
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    with tmpfs_at(tmp_path / "fs", "32m") as mount:
+        yield mount
+
+
+def remount_read_only(mount: Path) -> None:
+    assert subprocess.run(["mount", "-o", "remount,ro", str(mount)], capture_output=True).returncode == 0
+
+
+def test_a_workdir_on_a_read_only_file_system_names_erofs(tmp_path, tmpfs):
+    """Issue 23, defect 7: a new workdir, and a run to resume, on a file system mounted read-only: exit 10."""
+    trained = tmpfs / "trained"
+    assert run(train_cmd(trained, *SMALL, "--max_epochs=1")).returncode == 0
+    remount_read_only(tmpfs)
+    before = snapshot(tmpfs)
+    for workdir in (tmpfs / "new", trained):
+        done = run(train_cmd(workdir, *SMALL, "--max_epochs=2"))
+        assert done.returncode == StorageError.exit_code, done.stderr[-2000:]
+        line = one_line_error(done)
+        assert str(workdir) in line and "EROFS" in line, line
+    assert snapshot(tmpfs) == before
+
+
+def test_a_second_report_on_one_workdir_exits_in_use_and_writes_nothing(tmp_path):
+    """Issue 23, defect 5: the report holds a lock of its own; the loser never rewrites REPORT.md."""
+    workdir = tmp_path / "report"
+    workdir.mkdir()
+    (workdir / REPORT).write_text("the first report's\n")
+    with WorkdirLock(str(workdir), name=REPORT_LOCK):
+        before = snapshot(workdir)
+        done = run([sys.executable, "-m", "experiments.report", "--synthetic", "--smoke", "--only=q7",
+                    f"--workdir={workdir}"])
+        assert snapshot(workdir) == before
+    assert done.returncode == WorkdirLockedError.exit_code, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"is in use by process {os.getpid()}" in one_line_error(done)

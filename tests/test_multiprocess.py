@@ -3,6 +3,7 @@ launchers (mpirun, a SLURM step's environment) give the results of one process w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -221,3 +222,91 @@ def test_done_when_mpirun_on_the_real_data_equals_two_devices(tmp_path, data_dir
     header = next(line for line in done.stdout.splitlines() if line.startswith("jax/"))
     assert_joined(tmp_path / "W", header, "openmpi")
     assert_same_metrics(final_metrics(tmp_path / "W"), two_devices(args, tmp_path / "reference"))
+
+
+def processes_naming(marker: str) -> list[int]:
+    """Live processes (zombies aside) whose command line contains `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and marker in cmdline and state != "Z" and int(entry) != os.getpid():
+            found.append(int(entry))
+    return found
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def kill_all(marker: str) -> None:
+    """Clean up after a failed test: a hung run's processes must not outlive it."""
+    for pid in processes_naming(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+THREE = ["--dataset=synthetic", "--synthetic_train_size=1000", "--synthetic_test_size=301",
+         "--checkpoint_min_seconds=0", "--batch_size=63", "--max_epochs=6", "--steps_per_chunk=4",
+         "--checkpoint_every_steps=4"]
+
+
+@needs_mpirun
+def test_three_processes_save_and_prune_together_and_never_hang(tmp_path):
+    """Issue 23, defect 1: with a save every chunk and --keep_checkpoints=3, each process used to list the disk
+    at its own moment and prune from that list; a process could stat() a step another was deleting (a traceback,
+    or Orbax's "Metadata file does not exist") or wait in a collective delete the others skipped (a hang).
+    Repeated with a CPU load beside the run, so that the processes drift apart as they did."""
+    load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    results = []
+    try:
+        for trial in range(5):
+            workdir = tmp_path / f"run{trial}"
+            command = [*MPIRUN, "-np", "3", *TRAIN, *THREE, f"--workdir={workdir}"]
+            try:
+                done = subprocess.run(command, cwd=REPO, env=clean_environ(JAX_COORDINATOR_PORT=str(free_port())),
+                                      capture_output=True, text=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"trial {trial}: no exit within 120 s (a hang)")
+            output = done.stdout + done.stderr
+            assert done.returncode == 0, f"trial {trial}: {output[-3000:]}"
+            assert "Traceback" not in output and "Metadata file does not exist" not in output, output[-3000:]
+            results.append(final_metrics(workdir))
+    finally:
+        load.kill()
+        load.wait()
+        kill_all(str(tmp_path))
+    assert all(r == results[0] for r in results)
+
+
+@needs_mpirun
+def test_a_killed_mpirun_takes_its_processes_with_it(tmp_path):
+    """Open MPI starts each process in a process group of its own and forwards signals itself: an mpirun killed
+    outright (SIGKILL, a timeout's kill) left its processes running, orphaned, unless they happened to write to
+    its closed pipes. Quiet ones (--progress=false here, or hung ones) ran on. They end with it now."""
+    args = ["--dataset=synthetic", "--synthetic_train_size=8000", "--synthetic_test_size=301", "--max_epochs=100",
+            "--progress=false", "--checkpoint_min_seconds=0"]
+    workdir = tmp_path / "run"
+    launcher = subprocess.Popen([*MPIRUN, "-np", "2", *TRAIN, *args, f"--workdir={workdir}"], cwd=REPO,
+                                env=clean_environ(JAX_COORDINATOR_PORT=str(free_port())), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (workdir / "checkpoints").is_dir() or not any(p.name.isdigit() for p in
+                                                                 (workdir / "checkpoints").iterdir()):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run did not start training"
+            time.sleep(0.1)
+        ranks = [pid for pid in processes_naming(str(workdir)) if pid != launcher.pid]
+        assert len(ranks) == 2 and {parent_of(pid) for pid in ranks} == {launcher.pid}, ranks
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 20
+        while processes_naming(str(workdir)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_naming(str(workdir)) == [], "orphaned ranks are still running"
+    finally:
+        stop_all([launcher])
+        kill_all(str(workdir))

@@ -160,6 +160,10 @@ def load_splits(config: Config) -> Splits:
         order = np.random.default_rng(SPLIT_SEED).permutation(len(train_y))
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         val = Split.from_pixels("validation", train_x[val_idx], train_y[val_idx])
+    if config.train_subset > len(train_idx):
+        held_out = f" after the validation hold-out of {n_val}" if n_val else ""
+        raise ConfigError(f"--train_subset: {config.train_subset} is larger than the training set "
+                          f"({len(train_idx)} examples of {source}{held_out}); lower it, or 0 for all")
     if config.train_subset and config.train_subset < len(train_idx):
         pick = np.random.default_rng(SUBSET_SEED).permutation(len(train_idx))[: config.train_subset]
         train_idx = train_idx[np.sort(pick)]

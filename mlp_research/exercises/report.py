@@ -26,6 +26,7 @@ from mlp_research.files import atomic_write
 from mlp_research.run.summary import REPO_ROOT, provenance
 
 REPORT = "REPORT.md"
+REPORT_LOCK = ".report.lock"  # held by `experiments.report` for its whole run: apart from its runs' own locks
 REPORT_JSON = "report.json"
 REPORT_FORMAT = 1
 MAX_PUBLISHED_BYTES = 5 * 2**20

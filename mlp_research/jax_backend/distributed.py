@@ -71,6 +71,7 @@ def join(launch: Launch, timeouts: Timeouts = Timeouts()) -> Launch:
     processes missing after `timeouts.initialization`, a port in use) ends the
     process with one line and exit code 12.
     """
+    _end_with_launcher(launch)
     if not launch.joins:
         launchers.record(launch)
         return launch
@@ -110,6 +111,29 @@ def join(launch: Launch, timeouts: Timeouts = Timeouts()) -> Launch:
     _state.launch = joined
     launchers.record(joined)
     return joined
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
+
+
+def _end_with_launcher(launch: Launch) -> None:
+    """Under mpirun, end when it ends: Open MPI gives each process a process group of its own and passes
+    signals on itself, so an mpirun killed outright (SIGKILL, a crash) left them running, orphaned. The
+    kernel's parent-death signal (Linux) ends them with it; the last checkpoint resumes, as after any kill -9.
+    """
+    if launch.launcher != "openmpi" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # no C library, or no prctl: nothing to bind to
+        return
+    if parent == 1 or os.getppid() != parent:  # mpirun ended before the signal was set up
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def agree(stop: bool, save_due: bool) -> tuple[bool, bool]:

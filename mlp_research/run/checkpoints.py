@@ -7,13 +7,22 @@ so far, which never goes backwards) holds three items:
 - `canonical`: the parameters in the canonical layout, so any backend can
   evaluate the checkpoint without the framework that wrote it;
 - `meta`: JSON with the run's flat config, the position in the data order
-  (epoch and step within it, with the partial epoch's metric sums) and the
-  metrics history. Initialisation and data order are pure functions of the seed,
-  so seed + position is the complete random state.
+  (epoch and step within it, with the partial epoch's metric sums), the
+  metrics history and a SHA-256 checksum of every array of `state` and
+  `canonical` (`checksums.py`), which binds the three items to one another.
+  Initialisation and data order are pure functions of the seed, so seed +
+  position is the complete random state.
 
 A save either completes and is verified on disk, or raises: saves are
 synchronous, a step at or below an existing one is refused, and a full disk is
-a `StorageError` with the unfinished save removed. Nothing is pickled: Orbax
+a `StorageError` with the unfinished save removed. Every restore checks the
+arrays against their checksums; a mismatch is a corrupt checkpoint.
+
+The list of checkpoints is read from disk when the run opens them and then kept
+in memory, changed only by this run's own saves, prunes and set-asides, which
+every process of a run makes in the same order: no process re-lists a directory
+another may be changing, and every process prunes the same steps. Only the
+primary process moves or deletes step directories. Nothing is pickled: Orbax
 stores arrays with TensorStore and metadata as JSON. Orbax is imported on first
 use, so the package imports no JAX at module level.
 """
@@ -26,24 +35,24 @@ import json
 import logging
 import os
 import shutil
-import sys
-import threading
 import time
-import traceback
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from mlp_research.config import Config
-from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError
+from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError, warn
 from mlp_research.files import atomic_path, storage_error
+from mlp_research.run import checksums
+from mlp_research.run.orbax_env import load_orbax
 from mlp_research.run.workdir import CHECKPOINT_DIR
 from mlp_research.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: meta holds the checksums of the arrays; 2 and older are restored unverified, with a warning
 SET_ASIDE_DIR = "checkpoints_set_aside"
+SET_ASIDE_KEEP = 3  # checkpoints_set_aside/ keeps the newest few moved there; older ones are removed
 # Fields a resumed run may change: how long and where it runs, not what it computes.
 CHANGEABLE_ON_RESUME = frozenset({
     "max_epochs", "progress", "parallel", "eval_batch_size", "data_dir", "data_source", "test_at_end",
@@ -91,51 +100,8 @@ def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE
     return diffs
 
 
-def _orbax():
-    # Orbax brings JAX into the process. Where no framework has started JAX yet (another backend
-    # trains, or an evaluation), keep it from reserving most of a GPU (read when JAX first
-    # touches a device); a user's own setting stands.
-    if "jax" not in sys.modules:
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    import orbax.checkpoint as ocp
-
-    return ocp
-
-
-class _QuietOrbax(logging.Filter):
-    """Orbax's background threads log a failed write at length (and tracebacks of closed event loops);
-    the save's own exception says it once, as one line, so those records are dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR or "orbax" not in (record.pathname or "")
-
-
-def _quiet_background_threads() -> None:
-    """Keep Orbax's worker threads from printing tracebacks; any other thread's failure still prints."""
-    previous = threading.excepthook
-    if getattr(previous, "_mlp_research", False):
-        return
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
-        if any("orbax" in f.filename or "asyncio" in f.filename for f in frames):
-            return
-        previous(args)
-
-    hook._mlp_research = True  # type: ignore[attr-defined]
-    threading.excepthook = hook
-    logging.getLogger("absl").addFilter(_QuietOrbax())
-    previous_unraisable = sys.unraisablehook
-
-    def unraisable(info) -> None:  # TensorStore's callbacks onto Orbax's already-closed event loops
-        if isinstance(info.exc_value, RuntimeError) and "Event loop is closed" in str(info.exc_value):
-            return
-        previous_unraisable(info)
-
-    sys.unraisablehook = unraisable
-
-
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """An exception as a short phrase for a one-line message."""
     return " ".join(str(error).split())[:200] or type(error).__name__
 
 
@@ -159,14 +125,14 @@ class Checkpoints:
         self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
         self.keep, self.keep_best, self.primary = keep, keep_best, primary
         self._manager = None
+        self._steps: set[int] = set()
         if read_only and not os.path.isdir(self.directory):
             return  # nothing to inspect: a fresh run does not wait for Orbax's import here
-        self._ocp = _orbax()
-        _quiet_background_threads()
+        self._ocp = load_orbax()
         options = self._ocp.CheckpointManagerOptions(
-            max_to_keep=None,  # pruned by `_prune`: the latest `keep` plus, with keep_best, the best
+            max_to_keep=None,  # pruned by `prune`: the latest `keep` plus, with keep_best, the best
             create=not read_only,
-            cleanup_tmp_directories=not read_only,  # removes saves that a crash left unfinished
+            cleanup_tmp_directories=False,  # the driver's primary process does it before any process opens them
             enable_async_checkpointing=False,
         )
         try:
@@ -174,14 +140,18 @@ class Checkpoints:
                                                         item_names=("state", "canonical", "meta"))
         except OSError as e:
             raise storage_error(self.directory, e) from None
+        self._steps = set(self._manager.all_steps())
 
     # ---------------------------------------------------------------- read
     def steps(self) -> list[int]:
-        """Checkpoints on disk, newest first."""
-        if self._manager is None:
-            return []
-        self._manager.reload()
-        return sorted(self._manager.all_steps(), reverse=True)
+        """Checkpoints on disk, newest first: the list read on opening, kept up to date by this run's changes."""
+        return sorted(self._steps, reverse=True)
+
+    def refresh(self) -> None:
+        """Read the list from disk again: only where no process of the run can be changing it."""
+        if self._manager is not None:
+            self._manager.reload()
+            self._steps = set(self._manager.all_steps())
 
     def path(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
@@ -198,7 +168,7 @@ class Checkpoints:
         for step in self.steps():
             try:
                 meta = self.read_meta(step)
-            except Exception:  # noqa: BLE001 -- unreadable: restore() reports it and falls back
+            except Exception:  # noqa: BLE001 -- unreadable: the resume reports it and falls back
                 continue
             self._refuse_mismatch(step, meta, config)
             return
@@ -212,71 +182,60 @@ class Checkpoints:
             )
 
     def restore_step(self, step: int, config: Config, abstract_state: Any) -> Resumed:
-        """Checkpoint `step` (raises whatever Orbax raises if it is unreadable; a mismatch as such)."""
+        """Checkpoint `step`, its arrays verified (raises whatever Orbax raises if it is unreadable,
+        `ChecksumMismatch` if it is corrupt, `CheckpointMismatchError` if another config wrote it)."""
         meta = self.read_meta(step)
         self._refuse_mismatch(step, meta, config)
         args = self._ocp.args
-        restored = self._manager.restore(step, args=args.Composite(state=args.StandardRestore(abstract_state)))
-        extra = {k: v for k, v in meta.items() if k not in ("format", "config", "position", "history")}
+        restored = self._manager.restore(step, args=args.Composite(
+            state=args.StandardRestore(abstract_state),
+            canonical=args.StandardRestore(_abstract_canonical(config.model))))
+        self._verify(step, meta, restored)
+        extra = {k: v for k, v in meta.items() if k not in ("format", "config", "position", "history", "checksums")}
         return Resumed(step, restored["state"], Position(**meta["position"]), meta.get("history", []),
                        self.path(step), extra)
 
-    def restore(self, config: Config, abstract_state: Any, warn: Callable[[str], None],
-                at_or_below: int | None = None) -> Resumed | None:
-        """The newest readable checkpoint (at or below `at_or_below`); None if there is none.
+    def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
+        """The canonical parameters of checkpoint `step`, whichever backend wrote it, verified."""
+        args = self._ocp.args
+        try:
+            meta = self.read_meta(step)
+            restored = self._manager.restore(step, args=args.Composite(
+                canonical=args.StandardRestore(_abstract_canonical(spec))))
+            self._verify(step, meta, restored)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({reason(e)})") from None
+        return {name: np.asarray(value) for name, value in restored["canonical"].items()}
 
-        Unreadable newer checkpoints are reported and moved to `checkpoints_set_aside/`
-        (so later saves of their steps can happen), as are readable ones newer than
-        `at_or_below` (a group resumes from the newest step every member has).
-        """
-        failures: list[str] = []
-        for step in self.steps():
-            if at_or_below is not None and step > at_or_below:
-                self.set_aside(step, "newer than the step the other members of the group reached")
-                continue
-            try:
-                resumed = self.restore_step(step, config, abstract_state)
-            except CheckpointMismatchError:
-                raise
-            except Exception as e:  # noqa: BLE001 -- orbax/tensorstore raise many kinds for a damaged checkpoint
-                failures.append(f"{self.path(step)} ({_reason(e)})")
-                self.set_aside(step, "unreadable")
-                continue
-            if failures:
-                warn(f"checkpoint {failures[0]} is unreadable; resuming from the older {self.path(step)}")
-            return resumed
-        if failures:
-            raise CheckpointError(f"no readable checkpoint: {failures[0]}; use --restart to start over")
-        return None
+    def _verify(self, step: int, meta: dict, restored: dict) -> None:
+        """Every restored item against the checksums in `meta` (a checkpoint older than them: a warning)."""
+        stored = meta.get("checksums")
+        if stored is None:
+            warn(f"checkpoint {self.path(step)} has no checksums (written before format {FORMAT_VERSION}); "
+                 "its arrays are used unverified")
+            return
+        for item, tree in restored.items():
+            checksums.verify(item, tree, stored.get(item, {}))
 
     def set_aside(self, step: int, why: str) -> None:
-        """Move checkpoint `step` out of the way (into `checkpoints_set_aside/`), keeping its files.
+        """Move checkpoint `step` into `checkpoints_set_aside/` (the primary does; every process forgets it).
 
-        Every process of a run tries the same move (one rename wins, the others find the
-        step gone), so each process's view of the checkpoints stays the same as the others'.
+        Every process of a run makes the same calls, after all of them have read what
+        they need. The folder keeps the newest `SET_ASIDE_KEEP` checkpoints moved there.
         """
+        self._steps.discard(step)
+        if not self.primary:
+            return
         target_dir = os.path.join(self.workdir, SET_ASIDE_DIR)
         target = os.path.join(target_dir, f"{step}-{time.time_ns()}")
         try:
             os.makedirs(target_dir, exist_ok=True)
             os.rename(self.path(step), target)
-        except FileNotFoundError:
-            pass  # another process of this run moved it first
+            for old in sorted(os.listdir(target_dir), key=_moved_at)[:-SET_ASIDE_KEEP]:
+                shutil.rmtree(os.path.join(target_dir, old))
         except OSError as e:
             raise storage_error(self.path(step), e) from None
-        else:
-            log.warning("checkpoint %s (%s) moved to %s", self.path(step), why, target)
-        self._manager.reload()
-
-    def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
-        """The canonical parameters of checkpoint `step`, whichever backend wrote it."""
-        abstract = {name: np.zeros(shape, np.float32) for name, shape in spec.canonical_shapes().items()}
-        args = self._ocp.args
-        try:
-            restored = self._manager.restore(step, args=args.Composite(canonical=args.StandardRestore(abstract)))
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({_reason(e)})") from None
-        return {name: np.asarray(value) for name, value in restored["canonical"].items()}
+        log.warning("checkpoint %s (%s) moved to %s", self.path(step), why, target)
 
     # --------------------------------------------------------------- write
     def save(self, step: int, host_state: Any, canonical: dict[str, np.ndarray], config: Config,
@@ -285,17 +244,20 @@ class Checkpoints:
 
         Refuses a step at or below an existing checkpoint (the numbering never goes
         backwards, and an existing step is never silently kept instead of new state).
+        Prunes nothing: the caller does, once every member of its run holds the step.
         """
         existing = self.steps()
         if existing and step <= existing[0]:
             raise CheckpointError(f"cannot save step {step}: {self.path(existing[0])} is at or beyond it; "
                                   "use --restart to start over or move that checkpoint away")
+        canonical = dict(canonical)
         meta = {"format": FORMAT_VERSION, "config": config.to_flat(), "position": dataclasses.asdict(position),
-                "history": history, **(extra or {})}
+                "history": history, **(extra or {}),
+                "checksums": {"state": checksums.manifest(host_state), "canonical": checksums.manifest(canonical)}}
         args = self._ocp.args
         try:
             saved = self._manager.save(step, force=True, args=args.Composite(
-                state=args.StandardSave(host_state), canonical=args.StandardSave(dict(canonical)),
+                state=args.StandardSave(host_state), canonical=args.StandardSave(canonical),
                 meta=args.JsonSave(meta)))
             self._manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 -- a full disk surfaces as many exception types
@@ -304,9 +266,9 @@ class Checkpoints:
             if code is not None:
                 raise storage_error(self.path(step), OSError(code, os.strerror(code))) from None
             raise
-        if not saved or step not in self.steps() or not os.path.isdir(self.path(step)):
+        if not saved or not os.path.isdir(self.path(step)):
             raise CheckpointError(f"checkpoint {self.path(step)} was not written (Orbax declined the save)")
-        self._prune(step, history)
+        self._steps.add(step)
         return self.path(step)
 
     def _cleanup_unfinished(self) -> None:
@@ -318,22 +280,19 @@ class Checkpoints:
         except Exception:  # noqa: BLE001 -- the failure itself, raised again: already being reported
             pass
         for _ in range(20):  # a thread may still be creating files for a moment after the error
-            leftovers = [e for e in os.listdir(self.directory) if "tmp" in e]
-            if not leftovers:
+            if not remove_unfinished(self.workdir):
                 return
-            for entry in leftovers:
-                shutil.rmtree(os.path.join(self.directory, entry), ignore_errors=True)
             time.sleep(0.05)
 
-    def _prune(self, newest: int, history: list[dict]) -> None:
+    def prune(self, history: list[dict]) -> None:
         """Keep the latest `keep` checkpoints and, with `keep_best`, the one with the best val_acc.
 
-        Decided from the manager's own list (not a fresh listing of the disk): every process
-        of a run then deletes the same steps, as Orbax's collective delete requires.
+        Decided from the in-memory list, which is the same in every process of a run,
+        so every process makes the same calls of Orbax's collective delete.
         """
-        steps = sorted(self._manager.all_steps(), reverse=True)
         if self.keep <= 0:
             return
+        steps = self.steps()
         keep = set(steps[: self.keep])
         best = best_step(history, steps) if self.keep_best else None
         if best is not None:
@@ -344,11 +303,31 @@ class Checkpoints:
                     self._manager.delete(step)
                 except OSError as e:
                     raise storage_error(self.path(step), e) from None
+                self._steps.discard(step)
 
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+
+
+def remove_unfinished(workdir: str) -> bool:
+    """Remove the temporary directories of saves that never completed (a crash, a full disk); True if any."""
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    leftovers = [e for e in os.listdir(directory) if "tmp" in e] if os.path.isdir(directory) else []
+    for entry in leftovers:
+        shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+    return bool(leftovers)
+
+
+def _moved_at(entry: str) -> int:
+    """When a set-aside entry (`STEP-TIME_NS`) was moved there; 0 for anything else."""
+    stamp = entry.rpartition("-")[2]
+    return int(stamp) if stamp.isdigit() else 0
+
+
+def _abstract_canonical(spec: ModelSpec) -> dict[str, np.ndarray]:
+    return {name: np.zeros(shape, np.float32) for name, shape in spec.canonical_shapes().items()}
 
 
 def best_step(history: list[dict], steps: list[int]) -> int | None:

@@ -6,14 +6,16 @@ loop (`loop.py`), metrics rows and their writers, checkpoints and resume,
 signals, the plot and the summary. The backend it is handed (or finds by name
 in the registry) owns the framework. The order matters for what a failure
 leaves behind: every check that can refuse the run runs before anything in a
-work directory changes, and a run that fails before it wrote anything leaves
-no work directory.
+work directory changes, and a run that fails before it wrote a row or a
+checkpoint leaves its work directories as it found them (`_Made`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import re
 import shutil
 import time
 from typing import Any, Sequence
@@ -23,16 +25,27 @@ from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import Backend, check_config
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
-from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError, warn
+from mlp_research.errors import (
+    ConfigError,
+    NonFiniteLossError,
+    OutOfMemoryError,
+    PreemptedError,
+    StoppedBeforeCheckpointError,
+    UserError,
+    warn,
+)
+from mlp_research.run import checkpoints as checkpoints_lib
 from mlp_research.run import members as members_lib
 from mlp_research.run import metrics as metrics_lib
 from mlp_research.run import plots, signals
 from mlp_research.run import workdir as workdir_lib
 from mlp_research.run.checkpoints import Checkpoints
-from mlp_research.run.loop import EpochHook, MemberRun, RunLoop
+from mlp_research.run.loop import EpochHook, MemberRun, RunLoop, barrier
 from mlp_research.run.members import Member
 from mlp_research.run.summary import build_summary, group_summary
 from mlp_research.run.trainers import OneMember
+
+_OOM = re.compile(r"RESOURCE_EXHAUSTED|out of memory|OutOfMemory|ResourceExhausted", re.IGNORECASE)
 
 
 def train_and_evaluate(config: Config, workdir: str, restart: bool = False, backend: Any = None,
@@ -49,8 +62,20 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False, back
 def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | None = None, restart: bool = False,
           backend: Any = None, on_epoch: EpochHook | None = None, launch: dict | None = None) -> list[dict]:
     """Train every member (one, or a vmapped group) and return their summaries in member order."""
+    try:
+        return _train(members, workdir, axes or {}, restart, backend, on_epoch, launch)
+    except BaseException as e:
+        error = out_of_memory(e, members[0].config)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]], restart: bool, backend: Any,
+           on_epoch: EpochHook | None, launch: dict | None) -> list[dict]:
     start = time.perf_counter()
-    members, axes = list(members), axes or {}
+    made = _Made()
+    members = list(members)
     grouped = len(members) > 1 or bool(members[0].name)
     config = members[0].config
     with signals.STOP.scoped() as stop, contextlib.ExitStack() as stack:
@@ -59,11 +84,12 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         primary = backend.process_index() == 0
         alone = backend.process_count() == 1  # with other processes, stops are agreed in the loop
         _stop_point(stop, "start-up", alone)
-        created = _open_workdirs(stack, members, workdir, axes, restart, primary, grouped)
-        splits, data_seconds, trainer = _load_and_build(backend, members, grouped, stop, alone, created, primary)
-        runs = _member_runs(stack, members, workdir, axes, restart, grouped, primary)
-        loop = RunLoop(runs, trainer, backend, stop, primary, on_epoch)
-        resumed = loop.resume()
+        made.found = _open_workdirs(stack, members, workdir, axes, restart, primary, grouped)
+        stack.push(made.undo_on_failure)  # runs before the locks are released
+        splits, data_seconds, trainer = _load_and_build(backend, members, grouped, stop, alone)
+        made.runs = _member_runs(stack, backend, members, workdir, axes, restart, grouped, primary)
+        loop = RunLoop(made.runs, trainer, backend, stop, primary, on_epoch)
+        resumed = _resume(loop, splits)
         run_facts = {"num_train": len(splits.train), "num_eval": len(splits.eval), "eval_split": splits.eval.name,
                      "data_source": splits.source, "data_seconds": data_seconds,
                      "compile_seconds": trainer.compile_seconds, "process_index": backend.process_index(),
@@ -72,45 +98,113 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
                      "resumed_from_step": resumed.step if resumed else None}
         if config.progress and primary:
             _print_header(config, splits, trainer, run_facts, loop, len(members))
-        _open_writers(runs, primary)
+        _open_writers(made.runs, primary)
         _run_loop(loop, run_facts, start, primary)
         summaries = _finish(loop, splits, run_facts, start, primary, workdir if grouped else None, axes)
         if stop.requested:  # asked to stop while the final outputs were written: they are complete
             raise PreemptedError(f"stopped by {stop.signal_name} after the last epoch; checkpoint "
-                                 f"{runs[0].saved} and every output are complete")
+                                 f"{made.runs[0].saved} and every output are complete")
         return summaries
 
 
-def _load_and_build(backend: Backend, members: Sequence[Member], grouped: bool, stop: signals.StopRequest, alone: bool,
-                    created: Sequence[str], primary: bool) -> tuple[Splits, float, Any]:
-    """The data and the trainer; a run that fails (or stops) here leaves no workdir it created behind."""
-    try:
-        t0 = time.perf_counter()
-        splits = load_splits(members[0].config)
-        data_seconds = time.perf_counter() - t0
-        _stop_point(stop, "loading the data", alone)
-        trainer = _build_trainer(backend, members, splits, grouped)
-        _stop_point(stop, "compiling", alone)
-    except BaseException:
-        if primary:
-            for path in reversed(created):
+@dataclasses.dataclass
+class _Made:
+    """What this run found in its work directories before it changed them, and its members' runs once opened.
+
+    A run that fails (or stops) before it wrote a metrics row or a checkpoint leaves its work directories
+    as it found them: the ones it created are removed, and so is what it added to the others (`.lock`, an
+    empty `checkpoints/`, ...). Nothing in them could be resumed. Only the primary process removes.
+    """
+
+    found: dict[str, set[str] | None] = dataclasses.field(default_factory=dict)  # entries; None: created
+    runs: list[MemberRun] = dataclasses.field(default_factory=list)
+
+    def undo_on_failure(self, kind: type | None, *_: object) -> bool:
+        """An exit callback of the run's ExitStack (it runs while the locks are still held)."""
+        if kind is None or any(run.saved or run.rows for run in self.runs):
+            return False
+        for path, entries in reversed(self.found.items()):
+            if entries is None:
                 shutil.rmtree(path, ignore_errors=True)
-        raise
+                continue
+            for entry in set(os.listdir(path)) - entries:
+                added = os.path.join(path, entry)
+                shutil.rmtree(added, ignore_errors=True) if os.path.isdir(added) else os.remove(added)
+        return False  # the failure goes on
+
+
+def out_of_memory(error: BaseException, config: Config) -> OutOfMemoryError | None:
+    """A failed allocation (numpy's MemoryError, XLA's RESOURCE_EXHAUSTED, a framework's own) as one line."""
+    if isinstance(error, UserError) or not (isinstance(error, MemoryError) or _OOM.search(
+            f"{type(error).__name__}: {error}")):
+        return None
+    what = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)[:160]
+    return OutOfMemoryError(
+        f"--num_hiddens: the model ({config.model.num_params():,} parameters) with --batch_size="
+        f"{config.batch_size} does not fit in this machine's memory ({what}); use smaller --num_hiddens or "
+        "--batch_size")
+
+
+def _load_and_build(backend: Any, members: Sequence[Member], grouped: bool, stop: signals.StopRequest,
+                    alone: bool) -> tuple[Splits, float, Any]:
+    """The data and the trainer."""
+    t0 = time.perf_counter()
+    splits = load_splits(members[0].config)
+    data_seconds = time.perf_counter() - t0
+    _stop_point(stop, "loading the data", alone)
+    trainer = _build_trainer(backend, members, splits, grouped)
+    _stop_point(stop, "compiling", alone)
     return splits, data_seconds, trainer
 
 
-def _member_runs(stack: contextlib.ExitStack, members: Sequence[Member], workdir: str, axes: dict[str, list[Any]],
-                 restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
-    """Only now, with flags, data and compilation known good, does any work directory change."""
-    if restart and primary:
+def _member_runs(stack: contextlib.ExitStack, backend: Any, members: Sequence[Member], workdir: str,
+                 axes: dict[str, list[Any]], restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
+    """Only now, with flags, data and compilation known good, does any work directory change.
+
+    The primary process makes the changes while the others wait (they have read the work
+    directories already), and every process lists the checkpoints only after them: from
+    here on every process of the run holds the same list.
+    """
+    barrier(backend)
+    if primary:
         for m in members:
-            workdir_lib.discard(m.workdir)
-    if grouped and primary:
-        members_lib.write_group(workdir, members, axes)
+            if restart:
+                workdir_lib.discard(m.workdir)
+            checkpoints_lib.remove_unfinished(m.workdir)
+        if grouped:
+            members_lib.write_group(workdir, members, axes)
+    barrier(backend)
     config = members[0].config
     return [MemberRun(m, stack.enter_context(contextlib.closing(
         Checkpoints(m.workdir, keep=config.keep_checkpoints, keep_best=config.keep_best, primary=primary))))
         for m in members]
+
+
+def _resume(loop: RunLoop, splits: Splits) -> Any:
+    """`loop.resume()`; members behind the others first train alone, as a smaller group, up to their step.
+
+    Members share no intact step only where a group was written before pruning waited for every
+    member (or a member's checkpoints were lost): each then restored its own newest intact step.
+    """
+    resumed = loop.resume()
+    while loop.behind:
+        runs = [loop.runs[k] for k in loop.behind]
+        if loop.primary and loop.config.progress:
+            print(f"{', '.join(r.member.name for r in runs)} behind the other members: training them alone up to "
+                  f"step {loop.target}", flush=True)
+        trainer = _build_trainer(loop.backend, [r.member for r in runs], splits, grouped=True)
+        catch_up = RunLoop(runs, trainer, loop.backend, loop.stop, loop.primary)
+        _resume(catch_up, splits)
+        _open_writers(runs, loop.primary)
+        try:
+            catch_up.run(until_step=loop.target)
+        finally:
+            for run in runs:
+                if run.writer is not None:
+                    run.writer.close()
+                    run.writer = None
+        resumed = loop.resume()
+    return resumed
 
 
 def _run_loop(loop: RunLoop, run_facts: dict, start: float, primary: bool) -> None:
@@ -151,8 +245,9 @@ def _stop_point(stop: signals.StopRequest, phase: str, alone: bool) -> None:
 
 
 def _open_workdirs(stack: contextlib.ExitStack, members: Sequence[Member], workdir: str,
-                   axes: dict[str, list[Any]], restart: bool, primary: bool, grouped: bool) -> list[str]:
-    """Check, create and lock every directory of the run; the ones this call created, for clean-up."""
+                   axes: dict[str, list[Any]], restart: bool, primary: bool, grouped: bool
+                   ) -> dict[str, set[str] | None]:
+    """Check, create and lock every directory of the run; what each held before (None: created), for `_Made`."""
     dirs = ([workdir] if grouped else []) + [m.workdir for m in members]
     for path in dirs:
         workdir_lib.check_workdir(path)
@@ -164,13 +259,14 @@ def _open_workdirs(stack: contextlib.ExitStack, members: Sequence[Member], workd
             with contextlib.closing(Checkpoints(m.workdir, read_only=True)) as existing:
                 existing.check_compatible(m.config)
     if not primary:
-        return []
-    created = [path for path in dirs if workdir_lib.prepare_workdir(path)]
+        return {}
+    found = {path: set(os.listdir(path)) if os.path.isdir(path) else None for path in dirs}
     for path in dirs:
+        workdir_lib.prepare_workdir(path)
         stack.enter_context(workdir_lib.WorkdirLock(path, _launch_hint))
     if members[0].config.plot:
         plots.preload_plotting()
-    return created
+    return found
 
 
 def _launch_hint() -> str | None:

@@ -3,14 +3,16 @@
 Per chunk the loop makes one backend call; per epoch one evaluation and one
 host sync, then a metrics row per member. Checkpoints are saved for every
 member at the same step (a member's checkpoint is a single run's), when due,
-at the end, on a new best val_acc with --keep_best, and on a stop request.
-In runs that span processes every stop and save decision is agreed
-collectively (`Backend.agree`), so no process waits at a save the others skip.
+at the end, on a new best val_acc with --keep_best, and on a stop request;
+members are pruned only after every member has saved the step. In runs that
+span processes every stop and save decision is agreed collectively
+(`Backend.agree`), so no process waits at a save the others skip.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from typing import Callable, Sequence
@@ -19,6 +21,7 @@ from mlp_research import schedules
 from mlp_research.backends.base import Backend, GroupTrainer, Sums
 from mlp_research.batching import EpochLayout
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError, warn
+from mlp_research.run import resume as resume_lib
 from mlp_research.run.checkpoints import Checkpoints, Position, Resumed
 from mlp_research.run.members import Member
 from mlp_research.run.metrics import MetricsRow, MetricsWriter, remaining_seconds
@@ -61,27 +64,39 @@ class RunLoop:
         self.positions: list[Position] = [Position() for _ in self.runs]
         self.epoch_start = 0  # global step at the start of the current epoch
         self.resumed: Resumed | None = None
+        self.behind: list[int] = []  # members below `target` after `resume` (they must catch up first)
+        self.target: int | None = None
+        self.until_step: int | None = None
         self.last_save = time.monotonic()
         self.epoch_seconds: list[float] = []
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------- resume
     def resume(self) -> Resumed | None:
-        """Restore every member from the newest step all of them have; None for a fresh start."""
-        abstract = self.trainer.abstract_state_dict()
-        limit: int | None = None
-        while True:
-            restored = [r.checkpoints.restore(r.member.config, abstract, warn, at_or_below=limit) for r in self.runs]
-            if all(x is None for x in restored):
-                return None
-            if any(x is None for x in restored):
-                missing = next(r for r, x in zip(self.runs, restored) if x is None)
-                raise ConfigError(f"--vmap: member {missing.member.name} has no checkpoint while the others do; "
-                                  "use --restart to start the group over")
-            steps = {x.step for x in restored}
-            if len(steps) == 1:
-                break
-            limit = min(steps)
+        """Restore every member from the newest step all of them hold intact; None for a fresh start.
+
+        Members that share no such step are left as they are: `behind` lists the ones below
+        `target`, which must train up to it (the driver's catch-up) before the group resumes.
+        """
+        plan = resume_lib.plan([r.checkpoints for r in self.runs], [r.member.config for r in self.runs],
+                               self.trainer.abstract_state_dict())
+        if plan.restored is not None:  # a position this layout cannot continue is refused before anything moves
+            self._check_position(next(r for r in plan.restored if r is not None and r.step == plan.target))
+        if plan.set_aside:  # every process read what it needed before the primary moves anything
+            barrier(self.backend)
+            for k, step, why in plan.set_aside:
+                self.runs[k].checkpoints.set_aside(step, why)
+            barrier(self.backend)
+            for run in self.runs:
+                run.checkpoints.refresh()
+        for message in plan.warnings:
+            warn(message)
+        if plan.error is not None:
+            raise plan.error
+        self.behind, self.target = plan.behind, plan.target
+        if plan.restored is None or self.behind:
+            return None
+        restored = plan.restored
         self.trainer.load_state_dicts([x.state for x in restored])
         for run, resumed, k in zip(self.runs, restored, range(len(self.runs))):
             run.rows = [MetricsRow.from_dict(row) for row in resumed.history]
@@ -89,7 +104,6 @@ class RunLoop:
             self.positions[k] = resumed.position
         first = restored[0]
         self.resumed, self.position = first, first.position
-        self._check_position(first)
         self.epoch_start = first.step - first.position.step_in_epoch
         for run, resumed in zip(self.runs, restored):
             run.first_nonfinite_step = _stored_divergence(resumed, run.rows)
@@ -106,14 +120,23 @@ class RunLoop:
                               "--steps_per_chunk")
 
     # -------------------------------------------------------------- train
-    def run(self) -> None:
-        for epoch in range(self.position.epoch, self.config.max_epochs):
+    def run(self, until_step: int | None = None) -> None:
+        """Train to `max_epochs`; with `until_step` (members catching up with their group), to that step,
+        saved there, whatever `max_epochs` says."""
+        self.until_step = until_step
+        for epoch in itertools.count(self.position.epoch):
+            if until_step is None and epoch >= self.config.max_epochs:
+                return
             t0 = time.perf_counter()
-            self._train_epoch(epoch)
+            if self._train_epoch(epoch):
+                return
             self._end_epoch(epoch, time.perf_counter() - t0)
             self.epoch_start += self.layout.steps_per_epoch
+            if until_step is not None and self.epoch_start >= until_step:
+                return
 
-    def _train_epoch(self, epoch: int) -> None:
+    def _train_epoch(self, epoch: int) -> bool:
+        """Train the epoch's chunks; True if it reached `until_step` within the epoch (saved there)."""
         layout = self.layout
         resuming = epoch == self.position.epoch and self.position.step_in_epoch
         first_chunk = self.position.step_in_epoch // layout.steps_per_chunk if resuming else 0
@@ -123,9 +146,10 @@ class RunLoop:
             self.trainer.train_chunk(chunk)
             done = layout.steps_done(chunk)
             if done == layout.steps_per_epoch:
-                return
+                return False
             step = self.epoch_start + done
-            due = self._periodic_due(self.config.checkpoint_every_steps, step, layout.steps_per_chunk)
+            reached = step == self.until_step
+            due = reached or self._periodic_due(self.config.checkpoint_every_steps, step, layout.steps_per_chunk)
             stop, due = self._agree(due)
             if stop or due:
                 sums = self.trainer.epoch_sums()
@@ -133,6 +157,9 @@ class RunLoop:
                 self._save(step, [Position(epoch, done, s.loss_sum, s.correct, s.count) for s in sums])
             if stop:
                 self._preempted()
+            if reached:
+                return True
+        return False
 
     def _end_epoch(self, epoch: int, train_seconds: float) -> None:
         t0 = time.perf_counter()
@@ -149,7 +176,8 @@ class RunLoop:
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, rows)
         last = epoch + 1 == self.config.max_epochs
-        due = last or new_best or self._periodic_due(self.config.checkpoint_every_epochs, epoch + 1)
+        due = last or new_best or step == self.until_step or \
+            self._periodic_due(self.config.checkpoint_every_epochs, epoch + 1)
         stop, due = self._agree(due)
         if stop or due:
             self._save(step, [Position(epoch + 1, 0) for _ in self.runs])
@@ -208,13 +236,18 @@ class RunLoop:
         return stop, due
 
     def _save(self, step: int, positions: Sequence[Position]) -> None:
+        """Every member saves `step`; only then is any member pruned, so a kill between two members' saves
+        leaves every member the step before (the resume's common step)."""
         states, params = self.trainer.state_dicts(), self.trainer.get_params()
+        histories = []
         for run, state, canonical, position in zip(self.runs, states, params, positions):
             if run.writer is not None:
                 run.writer.sync()
-            history = [dataclasses.asdict(r) for r in run.rows]
-            run.saved = run.checkpoints.save(step, state, canonical, run.member.config, position, history,
+            histories.append([dataclasses.asdict(r) for r in run.rows])
+            run.saved = run.checkpoints.save(step, state, canonical, run.member.config, position, histories[-1],
                                              extra={"first_nonfinite_step": run.first_nonfinite_step})
+        for run, history in zip(self.runs, histories):
+            run.checkpoints.prune(history)
         self.last_save = time.monotonic()
 
     def _preempted(self) -> None:
@@ -224,6 +257,12 @@ class RunLoop:
             raise StoppedBeforeCheckpointError(f"stopped by {name} before a checkpoint was saved; nothing to resume")
         where = saved if len(self.runs) == 1 else f"{saved} and the other members' directories"
         raise PreemptedError(f"stopped by {name}; checkpoint saved in {where}; run the same command again to resume")
+
+
+def barrier(backend: Backend) -> None:
+    """Wait until every process of the run arrives here (the collective `agree`, its answer unused)."""
+    if backend.process_count() > 1:
+        backend.agree(False, False)
 
 
 def _stored_divergence(resumed: Resumed, rows: Sequence[MetricsRow]) -> int:

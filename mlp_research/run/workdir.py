@@ -24,7 +24,8 @@ DIRECTORIES = (CHECKPOINT_DIR, "tensorboard")
 
 
 def check_workdir(workdir: str) -> str:
-    """Refuse an empty path or one that is a file, creating nothing (cheap: before any import of JAX)."""
+    """Refuse an empty path, a file, or a place this process cannot write (a read-only file system: a
+    `StorageError` naming EROFS), creating nothing (cheap: before any import of JAX)."""
     if not workdir:
         raise ConfigError("--workdir: must not be empty")
     if os.path.lexists(workdir) and not os.path.isdir(workdir):
@@ -34,7 +35,10 @@ def check_workdir(workdir: str) -> str:
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
         raise ConfigError(f"--workdir: cannot create {workdir} ({ancestor} is not a directory)")
-    if not os.access(workdir if os.path.isdir(workdir) else ancestor, os.W_OK):
+    place = workdir if os.path.isdir(workdir) else ancestor
+    if not os.access(place, os.W_OK):
+        if os.statvfs(place).f_flag & os.ST_RDONLY:  # not the user's mistake in a flag: a place that takes no writes
+            raise storage_error(workdir, OSError(errno.EROFS, os.strerror(errno.EROFS)))
         raise ConfigError(f"--workdir: cannot create or write {workdir} (permission denied)")
     return workdir
 
@@ -115,11 +119,12 @@ class WorkdirLock:
     Uses `flock` on `<workdir>/.lock`: the kernel releases it when the holder
     exits for any reason (kill -9 included), so a stale lock never blocks a resume.
     `hint` may add a line on how to launch correctly (a cluster launcher's processes
-    that did not join one runtime).
+    that did not join one runtime). `name` is the lock file: another tool that owns a
+    directory (the exercise report) takes its own, apart from any run's.
     """
 
-    def __init__(self, workdir: str, hint: Callable[[], str | None] = lambda: None):
-        self.path = os.path.join(workdir, LOCK_FILE)
+    def __init__(self, workdir: str, hint: Callable[[], str | None] = lambda: None, name: str = LOCK_FILE):
+        self.path = os.path.join(workdir, name)
         self._hint = hint
         self._fd: int | None = None
 
