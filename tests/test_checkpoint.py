@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_config
 from mlp_research.errors import (
     CheckpointError,
     CheckpointMismatchError,
@@ -255,3 +255,25 @@ def test_periodic_saves_respect_the_minimum_interval(tmp_path):
              for name in ("default", "every")}
     assert steps["default"] == [282]  # 3 epochs x 94 steps
     assert steps["every"] == [94, 188, 282]
+
+
+def test_a_checkpoint_in_the_older_layout_resumes(tmp_path, monkeypatch):
+    """Before the backend base class the JAX core saved plain SGD's empty optimiser state as entries without
+    arrays; today's layout leaves the key out. Such a checkpoint resumes, to the same parameters."""
+    from mlp_research.jax_backend.trainer import JaxTrainer
+    from mlp_research.run.driver import train_and_evaluate as train
+
+    config = tiny_config(max_epochs=2, checkpoint_min_seconds=0)
+    straight = train(config, str(tmp_path / "straight"))
+    original = JaxTrainer._framework_state
+    monkeypatch.setattr(JaxTrainer, "_framework_state", lambda self: (original(self)[0], [None, None]))
+    monkeypatch.setattr("mlp_research.backends.base.Trainer.state_dict", _older_state_dict)
+    train(config.replace(max_epochs=1), str(tmp_path / "old"))
+    monkeypatch.undo()
+    resumed = train(config, str(tmp_path / "old"))
+    assert all(np.array_equal(resumed["params"][k], straight["params"][k]) for k in straight["params"])
+
+
+def _older_state_dict(self):
+    params, opt_state = self._framework_state()
+    return {"step": np.asarray(self.step, np.int32), "params": params, "opt_state": opt_state}

@@ -187,13 +187,30 @@ class Checkpoints:
         meta = self.read_meta(step)
         self._refuse_mismatch(step, meta, config)
         args = self._ocp.args
-        restored = self._manager.restore(step, args=args.Composite(
-            state=args.StandardRestore(abstract_state),
-            canonical=args.StandardRestore(_abstract_canonical(config.model))))
+        try:
+            restored = self._manager.restore(step, args=args.Composite(
+                state=args.StandardRestore(abstract_state),
+                canonical=args.StandardRestore(_abstract_canonical(config.model))))
+        except ValueError:  # a tree of another structure: an older layout of the same state, or really another
+            restored = self._restore_older_layout(step, config, abstract_state)
         self._verify(step, meta, restored)
         extra = {k: v for k, v in meta.items() if k not in ("format", "config", "position", "history", "checksums")}
         return Resumed(step, restored["state"], Position(**meta["position"]), meta.get("history", []),
                        self.path(step), extra)
+
+    def _restore_older_layout(self, step: int, config: Config, abstract_state: Any) -> dict:
+        """The state as saved, when it differs from today's layout only by sub-trees without arrays.
+
+        Before the backend base class (format 3), the JAX core saved plain SGD's empty optimiser state as
+        entries without arrays; today's layout leaves the key out. Anything else that differs re-raises.
+        """
+        args = self._ocp.args
+        restored = self._manager.restore(step, args=args.Composite(
+            state=args.StandardRestore(), canonical=args.StandardRestore(_abstract_canonical(config.model))))
+        state = checksums.without_empty(restored["state"])
+        if checksums.array_shapes(state) != checksums.array_shapes(abstract_state):
+            raise ValueError("the stored state's arrays are not this run's")
+        return {"state": state, "canonical": restored["canonical"]}
 
     def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
         """The canonical parameters of checkpoint `step`, whichever backend wrote it, verified."""
