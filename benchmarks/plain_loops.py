@@ -50,10 +50,16 @@ class PlainLoop:
     compiles: bool  # compiles inside its first epoch (no separate compile time to report)
 
 
-def _order(config: Config, num_train: int) -> Callable[[int], np.ndarray]:
-    """Epoch e's example indices, unpadded: the same batches as every backend."""
+def _order(config: Config, num_train: int) -> Callable[[int], list[np.ndarray]]:
+    """Epoch e's batches, one index array per step: the same batches as every backend."""
     layout = batching.make_layout(num_train, config.batch_size, 0)
-    return lambda e: batching.epoch_order(config.seed, e, layout)[:num_train]
+    return lambda e: batching.step_batches(batching.epoch_order(config.seed, e, layout, config.data_order), layout)
+
+
+def _padded_order(config: Config, num_train: int) -> Callable[[int], np.ndarray]:
+    """Epoch e's order padded to whole batches (-1 marks padding): one batch shape for compiled loops."""
+    layout = batching.make_layout(num_train, config.batch_size, 0)
+    return lambda e: batching.epoch_order(config.seed, e, layout, config.data_order)
 
 
 def _eval_batches(split: Split, batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -94,16 +100,14 @@ def jax_loop(config: Config, splits: Splits) -> PlainLoop:
         logits = net.apply({"params": p}, x.reshape(-1, 28, 28))
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum(), (logits.argmax(-1) == y).sum()
 
-    x, y, batch, order = splits.train.images, splits.train.labels, config.batch_size, _order(config, len(splits.train))
+    x, y, order = splits.train.images, splits.train.labels, _order(config, len(splits.train))
     # Evaluated as one writes it first, and as issue 7's baseline did (so ratios stay comparable across
     # sessions): the loss and accuracy of training-sized batches, each read back as it comes.
-    evals = _eval_batches(splits.eval, batch)
+    evals = _eval_batches(splits.eval, config.batch_size)
 
     def epoch(e: int) -> float:
         nonlocal state
-        perm = order(e)
-        for i in range(0, len(perm), batch):
-            idx = perm[i:i + batch]
+        for idx in order(e):
             state = step(*state, x[idx], y[idx])
         correct = 0
         for xb, yb in evals:
@@ -159,7 +163,7 @@ def torch_loop(config: Config, splits: Splits) -> PlainLoop:
     y = torch.from_numpy(splits.train.labels.astype(np.int64)).to(device)
     evals = [(torch.from_numpy(xb).to(device), torch.from_numpy(yb.astype(np.int64)).to(device))
              for xb, yb in _eval_batches(splits.eval, config.eval_batch_size)]
-    batch, order = config.batch_size, _order(config, len(splits.train))
+    order = _order(config, len(splits.train))
 
     def forward(h: Any) -> Any:
         for i in range(0, len(params) - 2, 2):
@@ -167,9 +171,11 @@ def torch_loop(config: Config, splits: Splits) -> PlainLoop:
         return torch.addmm(params[-1], h, params[-2])
 
     def epoch(e: int) -> float:
-        perm = torch.from_numpy(order(e).astype(np.int64)).to(device)
-        for i in range(0, len(perm), batch):
-            idx = perm[i:i + batch]
+        batches = order(e)
+        perm = torch.from_numpy(np.concatenate(batches).astype(np.int64)).to(device)
+        starts = np.cumsum([0] + [len(b) for b in batches])
+        for i, end in zip(starts[:-1], starts[1:]):
+            idx = perm[i:end]
             loss = F.cross_entropy(forward(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,7 +209,7 @@ def tensorflow_loop(config: Config, splits: Splits) -> PlainLoop:
     import tensorflow as tf
 
     params, lr = _tf_params(tf, config), config.lr
-    n, batch, order = len(splits.train), config.batch_size, _order(config, len(splits.train))
+    n, batch, order = len(splits.train), config.batch_size, _padded_order(config, len(splits.train))
     layout = batching.make_layout(n, batch, 0)
     x, y = tf.constant(splits.train.images.reshape(n, -1)), tf.constant(splits.train.labels)
     evals = [(tf.constant(xb), tf.constant(yb)) for xb, yb in _eval_batches(splits.eval, config.eval_batch_size)]
@@ -218,7 +224,8 @@ def tensorflow_loop(config: Config, splits: Splits) -> PlainLoop:
         for s in tf.range(layout.steps_per_epoch):
             start = s * batch
             idx = tf.slice(perm, [start], [batch])
-            weight = tf.cast(start + tf.range(batch) < n, tf.float32)  # the padding of the last batch
+            weight = tf.cast(idx >= 0, tf.float32)  # the padding of the short batch
+            idx = tf.maximum(idx, 0)
             with tf.GradientTape() as tape:
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.gather(y, idx),
                                                                     logits=forward(tf.gather(x, idx)))
@@ -231,8 +238,7 @@ def tensorflow_loop(config: Config, splits: Splits) -> PlainLoop:
         return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(forward(xb), 1, output_type=yb.dtype), yb), tf.int32))
 
     def epoch(e: int) -> float:
-        perm = np.pad(order(e), (0, layout.order_length - n))  # whole batches: one shape for XLA
-        train_epoch(tf.constant(perm))
+        train_epoch(tf.constant(order(e)[: layout.order_length]))
         return int(sum(correct(xb, yb) for xb, yb in evals)) / len(splits.eval)
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -275,7 +281,7 @@ def mxnet_loop(config: Config, splits: Splits) -> PlainLoop:
     mx = mxnet()
     np_, npx, autograd = mx.np, mx.npx, mx.autograd
     mx.random.seed(config.seed)
-    n, batch, order, lr = len(splits.train), config.batch_size, _order(config, len(splits.train)), config.lr
+    n, order, lr = len(splits.train), _order(config, len(splits.train)), config.lr
     x_all = np_.array(splits.train.images.reshape(n, -1))
     y_all = np_.array(splits.train.labels, dtype=np.int64)
     evals = [(np_.array(xb), np_.array(yb, dtype=np.int64))
@@ -283,9 +289,11 @@ def mxnet_loop(config: Config, splits: Splits) -> PlainLoop:
     net, pairs = _mxnet_net(mx, config, x_all)
 
     def epoch(e: int) -> float:
-        perm = np_.array(order(e), dtype=np.int32)
-        for i in range(0, n, batch):
-            idx = perm[i:i + batch]
+        batches = order(e)
+        perm = np_.array(np.concatenate(batches), dtype=np.int32)
+        starts = np.cumsum([0] + [len(b) for b in batches])
+        for i, end in zip(starts[:-1], starts[1:]):
+            idx = perm[int(i):int(end)]
             xb, yb = np_.take(x_all, idx, axis=0), np_.take(y_all, idx, axis=0)
             with autograd.record():
                 loss = -npx.pick(npx.log_softmax(net(xb)), yb).mean()

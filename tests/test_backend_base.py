@@ -9,22 +9,33 @@ import pytest
 
 from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import Backend, check_canonical, tree_map
-from mlp_research.backends.sums import EpochSums, Sums, step_counts
-from mlp_research.batching import make_layout
+from mlp_research.backends.sums import EpochSums, Sums
+from mlp_research.batching import epoch_order, make_layout, step_batches, step_counts
 from mlp_research.errors import ConfigError
 from mlp_research.spec import ModelSpec
 
 
-def test_step_counts_know_the_short_last_batch():
-    layout = make_layout(1000, 64, 5)  # 16 steps, the last of 40 examples
-    assert step_counts(layout, 0, 3).tolist() == [64, 64, 64]
-    assert step_counts(layout, 14, 16).tolist() == [64, 40]
-    assert int(step_counts(layout, 0, layout.steps_per_epoch).sum()) == 1000
+def test_step_counts_find_the_short_batch_wherever_the_order_puts_it():
+    layout = make_layout(1000, 64, 5)  # 16 steps, one of 40 examples, padded to 4 chunks of 5 steps
+    examples = step_counts(epoch_order(0, 0, layout, "examples"), layout)
+    assert examples.tolist() == [64] * 15 + [40] + [0] * 4  # the short batch last, then the chunks' padding
+    counts = step_counts(epoch_order(3, 1, layout, "batches"), layout)
+    assert sorted(counts[:16].tolist()) == [40] + [64] * 15 and counts[:15].min() == 40  # somewhere mid-epoch
+    batches = step_batches(epoch_order(3, 1, layout, "batches"), layout)
+    assert [len(b) for b in batches] == counts[:16].tolist() and sorted(np.concatenate(batches)) == list(range(1000))
+    assert all(np.array_equal(b, np.arange(b[0], b[0] + len(b))) for b in batches)  # contiguous: the book's
+
+
+def test_batches_are_the_same_every_epoch_and_visited_in_a_new_order():
+    layout = make_layout(1000, 64, 0)
+    first, second = (step_batches(epoch_order(7, e, layout, "batches"), layout) for e in (0, 1))
+    assert {tuple(b) for b in first} == {tuple(b) for b in second}
+    assert [b[0] for b in first] != [b[0] for b in second]
 
 
 def test_epoch_sums_add_chunks_to_what_a_resume_carried_and_find_the_first_bad_step():
-    layout = make_layout(1000, 64, 5)
-    sums = EpochSums(layout, Sums(10.0, 5, 64), fetch=lambda values: values)
+    counts = np.array([64] * 15 + [40])
+    sums = EpochSums(counts, Sums(10.0, 5, 64), fetch=lambda values: values)
     # Chunk 3 (steps 15..16 of the epoch) is the last and has padding outputs past the epoch: sliced off.
     sums.add(100, 5, 10, np.full(5, 2.0), np.full(5, 3))
     sums.add(105, 10, 15, np.array([1.0, np.nan, 1.0, np.inf, 1.0]), np.ones(5, int))
@@ -33,7 +44,7 @@ def test_epoch_sums_add_chunks_to_what_a_resume_carried_and_find_the_first_bad_s
     assert total.count == 64 + 10 * 64 + 40 and total.correct == 5 + 15 + 5 + 7
     assert math.isnan(total.loss_sum)
     assert total.first_nonfinite_step == 106  # the counter of the first non-finite step, not its position
-    fresh = EpochSums(layout, None, fetch=lambda values: values)
+    fresh = EpochSums(counts, None, fetch=lambda values: values)
     assert fresh.total() == Sums(0.0, 0, 0, -1)
 
 
@@ -44,7 +55,7 @@ def test_epoch_sums_fetch_every_value_in_one_call():
         calls.append(len(values))
         return values
 
-    sums = EpochSums(make_layout(128, 64, 1), None, fetch)
+    sums = EpochSums(np.array([64, 64]), None, fetch)
     sums.add(0, 0, 1, np.array([1.0]), np.array([2]))
     sums.add(1, 1, 2, np.array([3.0]), np.array([4]))
     assert sums.total() == Sums(4.0, 6, 128, -1) and calls == [4]

@@ -86,7 +86,9 @@ def test_data_orders_mean_what_they_say():
     n, b = 1000, 64  # 15 full batches and one of 40
     examples = orders.epoch_batches("examples", 1, 0, n, b)
     layout = batching.make_layout(n, b, 0)
-    np.testing.assert_array_equal(np.concatenate(examples), batching.epoch_order(1, 0, layout)[:n])
+    np.testing.assert_array_equal(np.concatenate(examples), batching.epoch_order(1, 0, layout, "examples")[:n])
+    project = batching.step_batches(batching.epoch_order(1, 0, layout, "batches"), layout)
+    assert {tuple(x) for x in project} == {tuple(x) for x in orders.epoch_batches("fixed_batches", 1, 0, n, b)}
     assert len(examples[-1]) == 40
     e0, e1 = (orders.epoch_batches("fixed_batches", 1, e, n, b) for e in (0, 1))
     assert {tuple(x) for x in e0} == {tuple(x) for x in e1}  # the same batches every epoch

@@ -102,15 +102,17 @@ def test_matches_plain_python_loop(tmp_path, optimizer):
     layout = batching.make_layout(len(splits.train), config.batch_size, 0)
     x_all, y_all = splits.train.images, splits.train.labels
     for epoch in range(config.max_epochs):
-        order = batching.epoch_order(config.seed, epoch, layout)[: layout.num_train]
+        order = batching.epoch_order(config.seed, epoch, layout, config.data_order)
         loss_sum = 0.0
-        for start in range(0, layout.num_train, config.batch_size):
-            idx = order[start : start + config.batch_size]
+        for idx in batching.step_batches(order, layout):
             params, opt_state, loss = update(params, opt_state, x_all[idx], y_all[idx])
             loss_sum += float(loss) * len(idx)
     expected = to_canonical(config.model, params)
     for name, value in expected.items():
-        np.testing.assert_allclose(result["params"][name], value, atol=2e-5, rtol=1e-4)
+        # The short batch's loss is padded and weighted in the core, cut in the loop: float32 rounding differs, and
+        # Adam's division by sqrt(v) amplifies it in the few weights whose gradients are near zero.
+        np.testing.assert_allclose(result["params"][name], value, atol=2e-5 if optimizer != "adam" else 6e-5,
+                                   rtol=1e-4)
     last = rows_without_time(tmp_path)[-1]
     assert last["train_loss"] == pytest.approx(loss_sum / layout.num_train, rel=1e-4)
 
@@ -158,7 +160,7 @@ def test_cli_end_to_end_on_synthetic_data(tmp_path):
 def test_cli_non_finite_loss_exit_code(tmp_path):
     cmd = [
         sys.executable, "-m", "experiments.train", "--dataset=synthetic", "--synthetic_train_size=512",
-        "--synthetic_test_size=128", "--batch_size=64", "--max_epochs=2", "--lr=1e6", "--init=normal", "--sigma=5",
+        "--synthetic_test_size=128", "--batch_size=64", "--max_epochs=2", "--lr=1e9", "--init=normal", "--sigma=5",
         f"--workdir={tmp_path}",
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)

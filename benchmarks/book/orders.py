@@ -5,7 +5,8 @@
   PyTorch loader (`DataLoader(shuffle=True)`) does the same.
 - `fixed_batches`: the book's JAX loader (`Dataset.batch(256).shuffle(235)`): the batches are contiguous runs
   of the file order, the same 235 batches every epoch, only their order reshuffled; the short batch lands
-  anywhere.
+  anywhere. The project's `--data_order=batches` (its default since these measurements) is this order, drawn
+  from the project's own random stream.
 - `fixed_batches_short_last`: fixed batches, the short one kept last (composition without position).
 - `examples_short_random`: reshuffled examples, the short batch moved to a random step (position without
   composition).
@@ -31,7 +32,7 @@ def epoch_batches(kind: str, seed: int, epoch: int, num_train: int, batch_size: 
     rng = np.random.default_rng([seed, epoch, 1])  # a stream apart from the project's permutation
     if kind in ("examples", "examples_short_random", "examples_drop_last"):
         layout = batching.make_layout(num_train, batch_size, 0)
-        batches = _cut(batching.epoch_order(seed, epoch, layout)[:num_train], batch_size)
+        batches = _cut(batching.epoch_order(seed, epoch, layout, "examples")[:num_train], batch_size)
         if kind == "examples_short_random" and len(batches[-1]) < batch_size:
             batches.insert(int(rng.integers(len(batches))), batches.pop())
         if kind == "examples_drop_last" and len(batches[-1]) < batch_size:

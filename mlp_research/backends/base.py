@@ -28,9 +28,10 @@ The contract, beyond the method signatures:
   `layout.steps_per_epoch` steps in `layout.chunks_per_epoch` chunks of
   `layout.steps_per_chunk` steps (the last chunk may be shorter); the driver
   calls `train_chunk(c)` for c = first, ..., last chunk of an epoch, in order.
-- Minibatches follow `batching.epoch_order(config.seed, epoch, layout)`: step s
-  of an epoch takes the examples `order[s * batch_size:(s + 1) * batch_size]`
-  whose position is below `layout.num_train` (the last batch may be short).
+- Minibatches follow `batching.epoch_order(config.seed, epoch, layout,
+  config.data_order)` (`Trainer.epoch_order`): step s of an epoch takes the
+  entries `order[s * batch_size:(s + 1) * batch_size]` that are not -1 (the
+  padding of the short batch, which `data_order=batches` places at any step).
 - The training loss of a batch is the mean of softmax cross-entropy over its
   examples (a short batch: over its real examples), and one optimiser update
   follows every batch. The epoch's training sums are taken from each batch's
@@ -107,7 +108,7 @@ class Trainer:
     `epoch_sums`, `evaluate_eval_split`, and saves `state_dict()` with
     `get_params()`. A subclass supplies the framework:
 
-    - `_start_epoch(epoch)`: place the epoch's example order (`self.epoch_order(epoch)`);
+    - `_start_epoch(epoch, order)`: place the epoch's example order (`epoch_order`; -1 marks padding);
     - `_train_steps(first, end)`: train steps [first, end) of the epoch; return every step's loss sum
       and correct count (framework arrays, not yet fetched);
     - `_fetch(values)`: framework arrays -> numpy, in one transfer;
@@ -126,19 +127,20 @@ class Trainer:
         self.compile_seconds = 0.0  # building, compiling or tracing before the first epoch
         self.step = 0  # optimiser updates so far, over the whole run
         self.epoch = 0
-        self._sums = EpochSums(self.layout, None, self._fetch)
+        self._sums = EpochSums(np.zeros(self.layout.steps_per_epoch, np.int64), None, self._fetch)
 
     # ------------------------------------------------------------ the epoch
     def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
         """Prepare epoch `epoch` (0-based); `sums` continue a partly trained epoch after a resume."""
         self.epoch = epoch
-        self._sums = EpochSums(self.layout, sums, self._fetch)
-        self._start_epoch(epoch)
+        order = self.epoch_order(epoch)
+        self._sums = EpochSums(batching.step_counts(order, self.layout), sums, self._fetch)
+        self._start_epoch(epoch, order)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Epoch `epoch`'s example order (`batching.epoch_order`: the same in every backend), padded to whole
-        chunks; positions at or past `layout.num_train` are padding."""
-        return batching.epoch_order(self.config.seed, epoch, self.layout)
+        """Epoch `epoch`'s example indices step by step (`batching.epoch_order`, the same in every backend):
+        step s takes the entries [s * batch_size, (s + 1) * batch_size) that are not -1 (padding)."""
+        return batching.epoch_order(self.config.seed, epoch, self.layout, self.config.data_order)
 
     def train_chunk(self, chunk: int) -> None:
         """Train the steps of chunk `chunk` of the current epoch (may return before the device finishes)."""
@@ -209,7 +211,7 @@ class Trainer:
         raise NotImplementedError
 
     # ---------------------------------------------------- the framework's part
-    def _start_epoch(self, epoch: int) -> None:
+    def _start_epoch(self, epoch: int, order: np.ndarray) -> None:
         raise NotImplementedError
 
     def _train_steps(self, first: int, end: int) -> tuple[Any, Any]:

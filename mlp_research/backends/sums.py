@@ -16,8 +16,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mlp_research.batching import EpochLayout
-
 
 @dataclasses.dataclass(frozen=True)
 class Sums:
@@ -44,13 +42,6 @@ class Sums:
 ZERO = Sums(0.0, 0, 0, -1)
 
 
-def step_counts(layout: EpochLayout, first: int, end: int) -> np.ndarray:
-    """Examples in each of the steps [first, end) of an epoch: the batch size, fewer in a short last batch."""
-    steps = np.arange(first, end)
-    starts = steps * layout.batch_size
-    return np.clip(layout.num_train - starts, 0, layout.batch_size).astype(np.int64)
-
-
 @dataclasses.dataclass
 class _Chunk:
     counter: int  # the trainer's step counter before the chunk's first update
@@ -63,12 +54,12 @@ class _Chunk:
 class EpochSums:
     """The training sums of one epoch: carried in by a resume, plus every chunk trained in this process.
 
-    `fetch` turns a list of framework arrays into numpy arrays in one transfer
-    (e.g. `jax.device_get`, or `[t.cpu().numpy() for t in ...]`).
+    `counts` are the examples of each step of the epoch (`batching.step_counts`); `fetch` turns a list of
+    framework arrays into numpy arrays in one transfer (e.g. `jax.device_get`, or `[t.cpu().numpy() ...]`).
     """
 
-    def __init__(self, layout: EpochLayout, carried: Sums | None, fetch: Callable[[list[Any]], Sequence[Any]]):
-        self.layout = layout
+    def __init__(self, counts: np.ndarray, carried: Sums | None, fetch: Callable[[list[Any]], Sequence[Any]]):
+        self.counts = np.asarray(counts, np.int64)
         self.carried = carried if carried is not None else ZERO
         self.fetch = fetch
         self.chunks: list[_Chunk] = []
@@ -92,5 +83,5 @@ class EpochSums:
                 first_bad = chunk.counter + int(bad[0])
             loss_sum += float(losses.sum())
             correct += int(hits.sum())
-            count += int(step_counts(self.layout, chunk.first, chunk.end).sum())
+            count += int(self.counts[chunk.first:chunk.end].sum())
         return Sums(loss_sum, correct, count, first_bad)

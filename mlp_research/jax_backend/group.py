@@ -112,9 +112,8 @@ class JaxGroupTrainer:
     def _put_eval(self, images: np.ndarray, labels: np.ndarray) -> tuple:
         return jax.device_put(batching.pad_eval(images, labels, self.eval_batch), self.device)
 
-    def _orders(self, epoch: int) -> jax.Array:
-        orders = np.stack([batching.epoch_order(c.seed, epoch, self.layout) for c in self.configs])
-        return jax.device_put(orders, self.device)
+    def _orders(self, epoch: int) -> np.ndarray:
+        return np.stack([batching.epoch_order(c.seed, epoch, self.layout, c.data_order) for c in self.configs])
 
     def describe(self) -> dict[str, Any]:
         return {"parallel": "none", "num_devices": 1, "device": device_kind(self.device),
@@ -126,11 +125,12 @@ class JaxGroupTrainer:
 
     # ----------------------------------------------------------- training
     def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
-        self.order = self._orders(epoch)
+        orders = self._orders(epoch)
+        self.order = jax.device_put(orders, self.device)
         # Each member's sums, kept as a single run of its config keeps them (`EpochSums`); its values are
         # its row of the group's per-step outputs.
-        self._sums = [EpochSums(self.layout, sums[k] if sums else None, functools.partial(_member_rows, k))
-                      for k in range(self.members)]
+        self._sums = [EpochSums(batching.step_counts(orders[k], self.layout), sums[k] if sums else None,
+                                functools.partial(_member_rows, k)) for k in range(self.members)]
 
     def train_chunk(self, chunk: int) -> None:
         first, end = chunk * self.layout.steps_per_chunk, self.layout.steps_done(chunk)

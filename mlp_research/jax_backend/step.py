@@ -1,11 +1,11 @@
 """Pure, jit-able functions for one training chunk, evaluation and the data order.
 
 The training data stay on the device (as uint8 pixels when the source had them).
-Each epoch has a padded permutation of the training indices (`epoch_order`); a
+Each epoch has its example indices step by step (`batching.epoch_order`); a
 compiled call (`train_chunk`) runs a `lax.scan` over K consecutive minibatches
-of it, gathering each batch from the resident arrays by index. A short last
-batch is padded and its padding weighted 0, so every step has one shape while
-the mathematics equal d2l's short batch.
+of it, gathering each batch from the resident arrays by index. The short batch
+is padded (index -1) and its padding weighted 0, so every step has one shape
+while the mathematics equal d2l's short batch.
 Each step returns its loss sum and correct count over examples (the scan's
 outputs); the trainer's base class adds them up on the host, once per epoch,
 so nothing syncs with the host while an epoch trains.
@@ -87,7 +87,8 @@ def make_train_chunk(
             step_in_epoch = chunk * layout.steps_per_chunk + i
             start = step_in_epoch * layout.batch_size + offset
             idx = jax.lax.dynamic_slice_in_dim(order, start, local_batch)
-            w = ((start + jnp.arange(local_batch)) < layout.num_train).astype(jnp.float32)
+            w = (idx >= 0).astype(jnp.float32)  # -1 marks the padding of a short batch
+            idx = jnp.maximum(idx, 0)
             if constrain_batch is not None:
                 idx, w = constrain_batch(idx), constrain_batch(w)
             x, y = images[idx], labels[idx]

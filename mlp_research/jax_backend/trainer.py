@@ -151,12 +151,12 @@ class JaxTrainer(Trainer):
                 "device": device_kind(devices[0]), "platform": devices[0].platform}
 
     # ----------------------------------------------------------- training
-    def _start_epoch(self, epoch: int) -> None:
+    def _start_epoch(self, epoch: int, order: np.ndarray) -> None:
         prefetched, self._next_order = self._next_order, None
         if prefetched and prefetched[0] == epoch:
             self.order = prefetched[1]
         else:
-            self.order = self.placement.put_broadcast(self.epoch_order(epoch))
+            self.order = self.placement.put_broadcast(order)
 
     def _train_steps(self, first: int, end: int) -> tuple[Any, Any]:
         if self._train_chunk is None:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_research.config import Config
+from mlp_research.config import LEGACY_VALUES, Config
 from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError, warn
 from mlp_research.files import atomic_path, storage_error
 from mlp_research.run import checksums
@@ -86,13 +86,14 @@ class Resumed:
 def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE_ON_RESUME) -> list[str]:
     """'field: old -> new' for every field outside `ignore` (by default: what a resume may change)."""
     diffs = []
-    # A checkpoint written before a field existed computed with that field's default.
+    # A checkpoint written before a field existed computed with that field's default (or its legacy value).
     defaults = Config().to_flat()
     old = {("steps_per_chunk" if k == "steps_per_call" else k): v for k, v in old.items()}
     for name in sorted(set(old) | set(new)):
         if name in ignore:
             continue
-        a, b = old.get(name, defaults.get(name)), new.get(name, defaults.get(name))
+        a = old.get(name, LEGACY_VALUES.get(name, defaults.get(name)))
+        b = new.get(name, LEGACY_VALUES.get(name, defaults.get(name)))
         if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
             a, b = list(a or []), list(b or [])
         if a != b:

@@ -289,22 +289,21 @@ def train_epoch(config: Config, params: Mapping[str, np.ndarray], slots: Slots |
                 labels: np.ndarray, epoch: int, start_count: int) -> tuple[Params, Slots, Sums]:
     """Epoch `epoch` (0-based) of a run that has made `start_count` updates before it.
 
-    Batches follow `batching.epoch_order(config.seed, epoch, ...)`: consecutive slices of
-    `batch_size` indices of the permutation, the last one short when the batch size does not
-    divide the training set (the order's zero padding is never used). Returns float32
+    Batches follow `batching.epoch_order(config.seed, epoch, layout, config.data_order)`: step s
+    takes the indices [s * batch_size, (s + 1) * batch_size) of it that are not -1 (the padding of
+    the short batch, which `data_order=batches` may place at any step). Returns float32
     parameters, float64 slots (None starts fresh ones), and the epoch's sums over examples;
     `first_nonfinite_step` is the run-wide index of the first update whose batch loss was
     NaN or infinite (-1 if none); that update is applied like any other.
     """
     labels = np.asarray(labels)
     layout = batching.make_layout(len(labels), config.batch_size, 0)
-    order = batching.epoch_order(config.seed, epoch, layout)[: layout.num_train]
+    batches = batching.step_batches(batching.epoch_order(config.seed, epoch, layout, config.data_order), layout)
     state = {name: np.asarray(value, np.float64) for name, value in params.items()}
     slots = initial_slots(config) if slots is None else slots
     loss_sum, correct, first_nonfinite = 0.0, 0, -1
     with np.errstate(all="ignore"):  # a diverging run is reported through first_nonfinite_step
-        for step in range(layout.steps_per_epoch):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+        for step, idx in enumerate(batches):
             count = start_count + step
             state, slots, batch_loss, batch_correct = train_step(
                 config, state, slots, images[idx], labels[idx], count, layout.steps_per_epoch)
@@ -313,4 +312,4 @@ def train_epoch(config: Config, params: Mapping[str, np.ndarray], slots: Slots |
             loss_sum += batch_loss
             correct += batch_correct
     new_params = {name: value.astype(np.float32) for name, value in state.items()}
-    return new_params, slots, Sums(loss_sum, correct, len(order), first_nonfinite)
+    return new_params, slots, Sums(loss_sum, correct, layout.num_train, first_nonfinite)

@@ -190,7 +190,7 @@ class NumpyTrainer:
 
     # --------------------------------------------------------------- training
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        return batching.epoch_order(self.config.seed, epoch, self.layout)
+        return batching.epoch_order(self.config.seed, epoch, self.layout, self.config.data_order)
 
     def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
         self.order = self._epoch_order(epoch)
@@ -201,8 +201,8 @@ class NumpyTrainer:
     def train_chunk(self, chunk: int) -> None:
         per_chunk, batch = self.layout.steps_per_chunk, self.config.batch_size
         for step in range(chunk * per_chunk, min((chunk + 1) * per_chunk, self.layout.steps_per_epoch)):
-            start = step * batch  # the order's zero padding lies past num_train: never used
-            self._train_step(self.order[start:min(start + batch, self.layout.num_train)])
+            indices = self.order[step * batch:(step + 1) * batch]
+            self._train_step(indices[indices >= 0])  # -1 marks the padding of the short batch
 
     def _train_step(self, batch: np.ndarray) -> None:
         images, labels = self.images[batch], self.labels[batch]
