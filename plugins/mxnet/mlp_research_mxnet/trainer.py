@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mlp_research import batching
 from mlp_research.backends.base import Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
@@ -40,7 +41,6 @@ class MXNetTrainer(Trainer):
         # int64 labels compare with argmax's int64 output without a cast.
         self.train_y = self.np.array(splits.train.labels, dtype=np.int64)
         self.keep_eval_split(splits)
-        self.last_count = self.layout.num_train - (self.layout.steps_per_epoch - 1) * self.layout.batch_size
         self.start_epoch(0)
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t0
@@ -79,8 +79,10 @@ class MXNetTrainer(Trainer):
                 "hybridized": self.config.model.model == "mlp"}
 
     # ----------------------------------------------------------- training
-    def _start_epoch(self, epoch: int) -> None:
-        self.order = self.np.array(self.epoch_order(epoch), dtype=np.int32)
+    def _start_epoch(self, epoch: int, order: np.ndarray) -> None:
+        # Padding (-1) gathers example 0 and is cut away after the forward pass (hybridized: one batch shape).
+        self.order = self.np.array(np.maximum(order, 0), dtype=np.int32)
+        self.counts = batching.step_counts(order, self.layout).tolist()
 
     def _train_steps(self, first: int, end: int) -> tuple[Any, Any]:
         layout, np_, autograd = self.layout, self.np, self.mx.autograd
@@ -89,8 +91,8 @@ class MXNetTrainer(Trainer):
             start = s * layout.batch_size
             idx = self.order[start:start + layout.batch_size]
             x, y = np_.take(self.train_x, idx, axis=0), np_.take(self.train_y, idx, axis=0)
-            short = s == layout.steps_per_epoch - 1 and self.last_count < layout.batch_size
-            count = self.last_count if short else layout.batch_size
+            count = self.counts[s]
+            short = count < layout.batch_size
             with autograd.record():
                 logits = self.model(x)
                 per_example = self._per_example_loss(logits, y)

@@ -77,13 +77,14 @@ class TensorFlowTrainer(Trainer):
     # ------------------------------------------------------------ compiled
     def _train_graph(self, images: Any, labels: Any, order: Any, first: Any, last: Any) -> tuple[Any, Any]:
         """Steps [first, last) of the epoch in one graph; each step's (loss sum, correct)."""
-        layout, batch = self.layout, self.layout.batch_size
+        batch = self.layout.batch_size
         losses = tf.TensorArray(tf.float32, size=last - first)
         hits = tf.TensorArray(tf.int32, size=last - first)
         for s in tf.range(first, last):
             start = s * batch
-            idx = tf.slice(order, [start], [batch])  # the order is padded to whole chunks
-            weights = tf.cast(start + tf.range(batch) < layout.num_train, tf.float32)
+            idx = tf.slice(order, [start], [batch])  # -1 marks the padding of a short batch
+            weights = tf.cast(idx >= 0, tf.float32)
+            idx = tf.maximum(idx, 0)
             x, y = tf.gather(images, idx), tf.gather(labels, idx)
             with tf.GradientTape() as tape:
                 batch_loss, batch_correct = batch_sums(self.model(x), y, weights)
@@ -96,8 +97,8 @@ class TensorFlowTrainer(Trainer):
         return losses.stack(), hits.stack()
 
     # ------------------------------------------------------------ training
-    def _start_epoch(self, epoch: int) -> None:
-        self.order = tf.constant(self.epoch_order(epoch))
+    def _start_epoch(self, epoch: int, order: np.ndarray) -> None:
+        self.order = tf.constant(order)
 
     def _train_steps(self, first: int, end: int) -> tuple[Any, Any]:
         return self._train(self.train_x, self.train_y, self.order, tf.constant(first, tf.int32),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mlp_research import schedules
+from mlp_research import batching, schedules
 from mlp_research.backends.base import Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
@@ -147,19 +147,20 @@ class TorchTrainer(Trainer):
                 "torch_threads": self.threads, "torch_compile": self.compiled}
 
     # ----------------------------------------------------------- training
-    def _start_epoch(self, epoch: int) -> None:
-        order = self.epoch_order(epoch)[: self.layout.num_train]
+    def _start_epoch(self, epoch: int, order: np.ndarray) -> None:
+        # Each step's real examples come first in its slice (padding, -1, last): the counts cut them.
         self._order = torch.from_numpy(order.astype(np.int64)).to(self.device)
+        self._counts = batching.step_counts(order, self.layout).tolist()
 
     def _train_steps(self, first: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         layout = self.layout
-        batch, n = layout.batch_size, layout.num_train
+        batch, counts = layout.batch_size, self._counts
         model, optimizer = self.forward, self.optimizer
         scheduled = self.config.schedule != "constant"
         x_all, y_all, order = self.train_x, self.train_y, self._order
         losses, correct = self._losses, self._correct
         for s in range(first, end):
-            idx = order[s * batch: min((s + 1) * batch, n)]
+            idx = order[s * batch: s * batch + counts[s]]
             x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
             if scheduled:
                 lr = schedules.learning_rate(self.config, layout.steps_per_epoch, self.step + s - first)
