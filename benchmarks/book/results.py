@@ -182,7 +182,8 @@ def fidelity() -> dict:
     """The factor harness's baseline against the project's own runs: it must reproduce them for its factors to count."""
     out = {}
     for model in MODELS:
-        base, proj = condition(model), _read(os.path.join(RESULTS, f"project_{model}.json"))
+        # The harness's baseline shuffles examples: the project's runs from before --data_order=batches.
+        base, proj = condition(model), _read(os.path.join(RESULTS, f"project_{model}__examples.json"))
         if base and proj:
             out[model] = compare([r["final_test_acc"] for r in proj["runs"]], _final(base))
     return out
@@ -195,11 +196,14 @@ def load() -> dict:
         for model in MODELS:
             b = _read(os.path.join(RESULTS, f"book_{fw}_{model}.json"))
             p = _read(os.path.join(RESULTS, f"project_{model}.json"))
+            examples = _read(os.path.join(RESULTS, f"project_{model}__examples.json"))
             cell = {}
             if b:
                 cell["book"] = book_cell(b)
             if p:
-                cell["project"] = project_cell(p)
+                cell["project"] = project_cell(p)  # today's default, --data_order=batches
+            if examples:
+                cell["project_examples"] = project_cell(examples)  # the default before it, --data_order=examples
             book.setdefault(fw, {})[model] = cell
     book["factors"] = factor_entries()
     book["harness_fidelity"] = fidelity()
@@ -223,7 +227,9 @@ def table(book: dict) -> str:
     for model in MODELS:
         cell = book["jax"][model]
         if "project" in cell:
-            lines.append(f"| project {model} (correct/10,000) | {_fmt(cell['project'])} |")
+            lines.append(f"| project {model}, --data_order=batches (default) | {_fmt(cell['project'])} |")
+        if "project_examples" in cell:
+            lines.append(f"| project {model}, --data_order=examples | {_fmt(cell['project_examples'])} |")
     lines += ["", "| factor | model | baseline (n) | variant (n) | effect (Welch 95%) | paired 95% | Mann-Whitney p |",
               "|---|---|---|---|---|---|---|"]
     flat = {k: v for k, v in book["factors"].items() if k != "book_code_variants"}
@@ -238,7 +244,7 @@ def table(book: dict) -> str:
                              f"{e['effect']:+.4f} [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}] | {paired} | "
                              f"{e.get('p_mann_whitney') or float('nan'):.3g} |")
     lines += ["", "| check | baseline | variant | effect (Welch 95%) | Mann-Whitney p |", "|---|---|---|---|---|"]
-    checks = {f"harness vs project default, {m}": c for m, c in book["harness_fidelity"].items()}
+    checks = {f"harness vs project, examples order, {m}": c for m, c in book["harness_fidelity"].items()}
     checks.update({f"book {k} vs harness with its choices": c for k, c in book["residuals"].items()
                    if isinstance(c, dict)})
     for name, c in checks.items():
