@@ -35,6 +35,12 @@ EXPECTED_SKIPS = {
     "init shape[mlp,zeros]",
     *(f"training[mlp,{name},wd=0.01,cosine,momentum=0.8]" for name in UNDECLARED),
 }
+# What the JAX core may skip: the concise model's default is the framework's own, zeros are exact, it trains
+# groups, and it evaluates its own checkpoints in every other case.
+JAX_SKIPS = {
+    "init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scratch,zeros]", "init shape[mlp,zeros]",
+    "refuses --vmap without group_trainer", *kit_lib.case_names("cross-evaluation[a jax checkpoint"),
+}
 ROUND_TRIPS = {f"state round trip, leaf by leaf[{model}]" for model in ("mlp_scratch", "mlp")}
 # The cases a bug in training or the model can show in (initial statistics, registration, the driver and
 # cross-evaluation cannot see any of the variants, and cost the most).
@@ -121,7 +127,18 @@ def test_a_restore_that_drops_the_step_counter_fails_the_round_trips() -> None:
 
 @pytest.mark.parametrize("case", kit_lib.pytest_cases())
 def test_the_jax_core_passes_the_kit(case: kit_lib.Case, jax_kit: kit_lib.Kit) -> None:
-    kit_lib.assert_case(case, jax_kit)
+    kit_lib.assert_case(case, jax_kit, allowed_skips=JAX_SKIPS)
+
+
+def test_assert_case_refuses_an_allowed_skip_that_names_no_case(numpy_kit: kit_lib.Kit) -> None:
+    with pytest.raises(AssertionError, match=r"allowed_skips names no kit case: \['init\[mlp,defualt\]'\]"):
+        kit_lib.assert_case(kit_lib.all_cases()[0], numpy_kit, allowed_skips={"init[mlp,defualt]"})
+
+
+def test_assert_case_fails_a_skip_that_is_not_allowed(numpy_kit: kit_lib.Kit) -> None:
+    case = next(c for c in kit_lib.all_cases() if c.name == "init[mlp,default]")
+    with pytest.raises(AssertionError, match="init\\[mlp,default\\]: skip -- the concise model's default is"):
+        kit_lib.assert_case(case, numpy_kit, allowed_skips=set())
 
 
 def _check_backend(*args: str) -> subprocess.CompletedProcess:

@@ -8,8 +8,18 @@ import numpy as np
 
 from mlp_research.backends.base import Sums
 from mlp_research.optimizers import SUPPORTED
-from mlp_research.testing import reference
-from mlp_research.testing.kit import Case, Kit, Outcome, expect, failed, max_diff, random_canonical, skipped
+from mlp_research.testing import reference, trees
+from mlp_research.testing.core import (
+    Case,
+    Kit,
+    Outcome,
+    expect,
+    failed,
+    max_diff,
+    random_canonical,
+    skipped,
+    train_epochs,
+)
 
 # Each optimiser with the settings that exercise its whole rule: L2 or decoupled decay, a decaying schedule.
 OPTIMIZER_SETTINGS = {
@@ -22,17 +32,6 @@ OPTIMIZER_SETTINGS = {
     "adagrad": dict(lr=0.05, weight_decay=1e-3),
     "lamb": dict(lr=1e-2, weight_decay=0.01, schedule="cosine"),
 }
-
-
-def train_epochs(trainer: Any, epochs: range) -> list[Sums]:
-    """Drive a trainer as the driver does: every chunk of every epoch, then the epoch's sums."""
-    sums = []
-    for epoch in epochs:
-        trainer.start_epoch(epoch)
-        for chunk in range(trainer.layout.chunks_per_epoch):
-            trainer.train_chunk(chunk)
-        sums.append(trainer.epoch_sums())
-    return sums
 
 
 def _training_case(model: str, optimizer: str) -> Case:
@@ -68,20 +67,6 @@ def _training_case(model: str, optimizer: str) -> Case:
     return Case(f"training[{model},{optimizer}]", run)
 
 
-def _tree(state: Any) -> list[tuple[str, tuple, str]]:
-    """(path, shape, dtype) of every leaf of a state tree of dicts (and pytree-registered objects)."""
-    import jax
-
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    return [(jax.tree_util.keystr(path), np.shape(leaf), str(np.asarray(leaf).dtype)) for path, leaf in leaves]
-
-
-def _copy(state: Any) -> Any:
-    import jax
-
-    return jax.tree.map(lambda leaf: np.array(leaf, copy=True), state)
-
-
 def state_round_trip(kit: Kit) -> Outcome:
     """abstract_state_dict matches state_dict; a restored state continues bit for bit (step and optimiser too)."""
     optimizer = "adam" if not kit.supports(optimizer="adam") else "momentum" if not kit.supports(
@@ -92,11 +77,11 @@ def state_round_trip(kit: Kit) -> Outcome:
     abstract = first.abstract_state_dict()
     train_epochs(first, range(1))
     state = first.state_dict()
-    if _tree(state) != _tree(abstract):
+    if trees.structure(state) != trees.structure(abstract):
         return failed("state_dict() and abstract_state_dict() differ in structure, shapes or dtypes")
     second = kit.trainer(config)
     second.set_params(random_canonical(config, seed=9))  # other parameters: the load must replace everything
-    second.load_state_dict(_copy(state))
+    second.load_state_dict(trees.copy(state))
     one, two = train_epochs(first, range(1, 2))[0], train_epochs(second, range(1, 2))[0]
     diff = max_diff(first.get_params(), second.get_params())
     ok = diff == 0 and (float(one.loss_sum), int(one.correct)) == (float(two.loss_sum), int(two.correct))
@@ -113,7 +98,7 @@ def mid_epoch_resume(kit: Kit) -> Outcome:
     stopped = kit.trainer(config)
     stopped.start_epoch(0)
     stopped.train_chunk(0)
-    carried, state = stopped.epoch_sums(), _copy(stopped.state_dict())
+    carried, state = stopped.epoch_sums(), trees.copy(stopped.state_dict())
     resumed = kit.trainer(config)
     resumed.load_state_dict(state)
     resumed.start_epoch(0, Sums(carried.loss_sum, carried.correct, carried.count))
