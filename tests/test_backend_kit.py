@@ -1,12 +1,12 @@
 """The conformance kit checked on itself, and the JAX core checked by it.
 
-A kit that passes everything proves nothing, so it is held against a backend
-written from the documentation alone (tests/kit_backends/numpy_backend.py):
+A kit that passes everything proves nothing, so it is held against the example
+backend written from the documentation alone (`mlp_research.testing.example_backend`):
 that backend must pass every case that applies to it and be skipped, with the
 reason, on what it does not declare; and each of a few one-line bugs in it
-must fail named cases whose text says what is wrong. The JAX core runs the
-kit like any plugin, and `python -m mlp_research.testing.check_backend` is
-checked from the command line.
+(tests/kit_backends/broken.py) must fail named cases whose text says what is
+wrong. The JAX core runs the kit like any plugin, naming the cases it may skip,
+and `python -m mlp_research.testing.check_backend` is checked from the command line.
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from kit_backends import broken
-from kit_backends.numpy_backend import NumpyBackend
 
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.testing import checks_extra, checks_model, checks_training
 from mlp_research.testing import kit as kit_lib
+from mlp_research.testing.example_backend import NumpyBackend
 
 REPO = Path(__file__).resolve().parents[1]
 UNDECLARED = [name for name in SUPPORTED if name not in NumpyBackend.optimizers]
@@ -141,6 +142,21 @@ def test_assert_case_fails_a_skip_that_is_not_allowed(numpy_kit: kit_lib.Kit) ->
         kit_lib.assert_case(case, numpy_kit, allowed_skips=set())
 
 
+def test_the_example_backend_ships_in_the_wheel(tmp_path: Path) -> None:
+    """`pip install mlp-research` has the example the guide points to (built from a copy: no build/ in the repo)."""
+    import shutil
+
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for package in ("mlp_research", "experiments"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "dist")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist()
+    assert {"mlp_research/testing/example_backend.py", "mlp_research/testing/kit.py"} <= set(names)
+
+
 def _check_backend(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mlp_research.testing.check_backend", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
@@ -158,8 +174,21 @@ def test_the_command_line_prints_a_line_per_check_and_a_summary() -> None:
     assert re.fullmatch(r"jax: 21 passed, 0 failed, 0 skipped of 21 checks in \d+ s", summary), summary
 
 
+def test_the_command_line_checks_a_backend_given_as_module_and_class() -> None:
+    done = _check_backend("mlp_research.testing.example_backend:NumpyBackend", "--only=training[mlp")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = done.stdout.strip().splitlines()[-1]
+    total = len(kit_lib.case_names("training[mlp"))
+    skips = 2 * len(UNDECLARED)  # the kit's training case and the extra one of each undeclared optimiser
+    assert re.fullmatch(rf"numpy: {total - skips} passed, 0 failed, {skips} skipped of {total} checks in \d+ s",
+                        summary), summary
+
+
 def test_the_command_line_refuses_an_unknown_backend_with_one_line() -> None:
-    done = _check_backend("no_such_backend")
-    assert done.returncode == 2 and done.stdout == ""
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert done.stderr.startswith("error: --backend: unknown backend 'no_such_backend'; installed: "), done.stderr
+    for name, start in (("no_such_backend", "error: --backend: unknown backend 'no_such_backend'; installed: "),
+                        ("no_such_module:Backend", "error: --backend: cannot load 'no_such_module:Backend': "
+                                                   "ModuleNotFoundError")):
+        done = _check_backend(name)
+        assert done.returncode == 2 and done.stdout == ""
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(start), done.stderr

@@ -7,6 +7,7 @@ into the case list: imports run one way, core <- checks <- kit.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import tempfile
@@ -50,11 +51,23 @@ class Case:
     run: Callable[["Kit"], Outcome]
 
 
+def load_backend(spec: str) -> Any:
+    """A registered backend by name, or `module:Class` constructed with no arguments (a backend not yet installed)."""
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        return registry.load(spec)
+    try:
+        return getattr(importlib.import_module(module_name), attribute)()
+    except Exception as e:  # noqa: BLE001 -- whatever the module raises, the kit reports it in one line
+        message = " ".join(str(e).split())
+        raise ConfigError(f"--backend: cannot load {spec!r}: {type(e).__name__}: {message}") from None
+
+
 class Kit:
     """What every case needs: the backend, small fixed data, configs, and a scratch directory."""
 
     def __init__(self, backend: Any, workdir: str | None = None, data_dir: str = ""):
-        self.backend = registry.load(backend) if isinstance(backend, str) else backend
+        self.backend = load_backend(backend) if isinstance(backend, str) else backend
         self.name = self.backend.name
         self.data_dir = data_dir
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"kit-{self.name}-")

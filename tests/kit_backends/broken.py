@@ -1,4 +1,4 @@
-"""The numpy backend with one small, deliberate bug each: the kit must fail every one, saying what is wrong.
+"""The example backend with one small, deliberate bug each: the kit must fail every one, saying what is wrong.
 
 Each variant is the kind of slip a backend author makes while reading the
 specification: a constant copied from another framework, a data loader that
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kit_backends.numpy_backend import NumpyBackend, NumpyTrainer
+from mlp_research.testing.example_backend import NumpyBackend, NumpyTrainer
 
 
 class LeakySlopeTrainer(NumpyTrainer):

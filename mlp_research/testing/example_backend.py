@@ -1,20 +1,23 @@
-"""A backend in plain numpy, written from the documentation alone: the kit's test subject.
+"""An example backend in plain numpy, written from the documentation alone: what a third party writes.
 
-What a third party writes to add a framework: a `Backend` class with its
-declarations and a trainer that holds parameters, optimiser state and a step
-counter. It follows `mlp_research/backends/base.py` (the contract) and
-docs/SPECIFICATION.md (the mathematics) and implements its own activations,
-initialisers, forward pass, backpropagation and update rules. It calls only
-what the specification says every backend calls: the data order
-(`mlp_research.batching`) and the learning rate (`mlp_research.schedules`).
-It does not use `mlp_research.testing.reference` or `mlp_research.optimizers`:
-the kit compares against those, and a backend built from them would agree
-with the kit by construction.
+A `Backend` class with its declarations and a trainer that holds parameters,
+optimiser state and a step counter. It
+follows `mlp_research/backends/base.py` (the contract) and
+docs/SPECIFICATION.md (the mathematics), implements its own activations,
+initialisers, forward pass, backpropagation and update rules, and subclasses
+nothing: the contract is a protocol. It calls only what the specification says
+every backend calls: the data order (`mlp_research.batching`) and the learning
+rate (`mlp_research.schedules`). It does not use `mlp_research.testing.reference`
+or `mlp_research.optimizers`: the kit compares against those, and a backend
+built from them would agree with the kit by construction.
 
-Float32 throughout (the specification's precision), one CPU "device", and
-the optimisers sgd and momentum. The plugin's entry point would read
-`numpy = "kit_backends.numpy_backend:NumpyBackend"`; the tests hand the kit
-the object instead.
+Float32 throughout (the specification's precision), one CPU "device", and the
+optimisers sgd and momentum. It passes the kit:
+
+    python -m mlp_research.testing.check_backend mlp_research.testing.example_backend:NumpyBackend
+
+A plugin would register it as `numpy = "my_package.backend:NumpyBackend"`
+under the entry-point group `mlp_research.backends` (WORKSPACE.md, "A backend").
 """
 
 from __future__ import annotations
@@ -133,8 +136,8 @@ def _zeros_like(tree: Any) -> Any:
 class NumpyTrainer:
     """One run's parameters, momentum trace, step counter and training data, as host numpy arrays.
 
-    The class constants and `_epoch_order` are separate so that tests can
-    break one thing at a time (tests/kit_backends/broken.py).
+    The class constants, `_epoch_order` and `_rng` are separate so that the
+    kit's own tests can break one thing at a time (tests/kit_backends/broken.py).
     """
 
     LEAKY_SLOPE = 0.01
@@ -149,7 +152,7 @@ class NumpyTrainer:
         relu_at_zero = 0.5 if self.spec.model == "mlp_scratch" else 0.0  # max(x, 0) splits a tie (section 3)
         pairs = activation_pairs(self.LEAKY_SLOPE, self.ELU_ALPHA, relu_at_zero)
         self.act, self.act_grad = pairs[self.spec.activation]
-        self.params = init_params(self.spec, np.random.default_rng(config.seed))
+        self.params = init_params(self.spec, self._rng())
         momentum = config.optimizer == "momentum"
         self.trace = {name: np.zeros_like(p) for name, p in self.params.items()} if momentum else {}
         self.step = 0  # updates made in the whole run
@@ -159,6 +162,10 @@ class NumpyTrainer:
 
     def describe(self) -> dict[str, Any]:
         return {"parallel": "none", "num_devices": 1, "device": "cpu", "platform": "cpu"}
+
+    def _rng(self) -> np.random.Generator:
+        """The initialisation's random stream: the seed fixes this backend's own draw (section 4)."""
+        return np.random.default_rng(self.config.seed)
 
     # ------------------------------------------------------------------ model
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
@@ -290,3 +297,4 @@ class NumpyBackend:
 
     def trainer(self, config: Config, splits: Splits) -> NumpyTrainer:
         return self.trainer_class(config, splits)
+
