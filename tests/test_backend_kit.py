@@ -16,13 +16,13 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pytest
 from kit_backends import broken
 
 from mlp_research.optimizers import SUPPORTED
-from mlp_research.testing import checks_extra, checks_model, checks_training
+from mlp_research.testing import checks_extra, checks_model, checks_settings, checks_training
 from mlp_research.testing import kit as kit_lib
 from mlp_research.testing.example_backend import NumpyBackend
 
@@ -35,6 +35,7 @@ EXPECTED_SKIPS = {
     "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
     "init shape[mlp,zeros]",
     *(f"training[mlp,{name},wd=0.01,cosine,momentum=0.8]" for name in UNDECLARED),
+    *(f"setting changes the result[optimizer: {name}]" for name in UNDECLARED),
 }
 # What the JAX core may skip: the concise model's default is the framework's own, zeros are exact, it trains
 # groups, and it evaluates its own checkpoints in every other case.
@@ -43,10 +44,13 @@ JAX_SKIPS = {
     "refuses --vmap without group_trainer", *kit_lib.case_names("cross-evaluation[a jax checkpoint"),
 }
 ROUND_TRIPS = {f"state round trip, leaf by leaf[{model}]" for model in ("mlp_scratch", "mlp")}
-# The cases a bug in training or the model can show in (initial statistics, registration, the driver and
-# cross-evaluation cannot see any of the variants, and cost the most).
-VARIANT_CASES = [case for case in (*checks_model.CASES, *checks_training.CASES, *checks_extra.CASES)
+# The cases a bug in training, the model or a setting can show in (initial statistics, registration, the driver
+# and cross-evaluation cannot see any of the variants, and cost the most).
+VARIANT_CASES = [case for case in (*checks_model.CASES, *checks_training.CASES, *checks_extra.CASES,
+                                   *checks_settings.CASES)
                  if not case.name.startswith(("init[", "init shape"))]
+SEED_INIT = {"setting changes the result[seed: initialisation]",
+             "setting changes the result[seed: initialisation, concise model]"}
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +72,23 @@ def test_a_backend_written_from_the_documentation_passes_the_kit(case: kit_lib.C
     outcome = kit_lib.run_case(case, numpy_kit)
     if case.name in EXPECTED_SKIPS:
         assert outcome.status == "skip", f"{case.name} should be skipped: {outcome}"
-        if "training" in case.name:
+        if "training" in case.name or "optimizer" in case.name:
             assert "is not available in the numpy backend; choose one of sgd, momentum" in outcome.detail
         pytest.skip(outcome.detail)
     assert outcome.status == "pass", f"{case.name}: {outcome.detail} ({outcome.figure})"
 
 
-def _failures(variant: str) -> dict[str, str]:
-    kit = kit_lib.Kit(broken.backend_for(broken.VARIANTS[variant]))
+def _failures(backend: NumpyBackend, cases: Iterable[kit_lib.Case] = VARIANT_CASES) -> dict[str, str]:
+    kit = kit_lib.Kit(backend)
     try:
-        outcomes = {case.name: kit_lib.run_case(case, kit) for case in VARIANT_CASES}
+        outcomes = {case.name: kit_lib.run_case(case, kit) for case in cases}
     finally:
         kit.close()
     return {name: outcome.detail for name, outcome in outcomes.items() if outcome.status == "fail"}
+
+
+def _variant(name: str) -> dict[str, str]:
+    return _failures(broken.backend_for(broken.VARIANTS[name]))
 
 
 def _extra_training() -> set[str]:
@@ -91,7 +99,7 @@ def _extra_training() -> set[str]:
 
 
 def test_a_wrong_activation_constant_fails_the_leaky_relu_cases() -> None:
-    failures = _failures("leaky_relu slope 0.02")
+    failures = _variant("leaky_relu slope 0.02")
     assert set(failures) == {"logits[mlp_scratch,leaky_relu,2 layers]", "logits[mlp,leaky_relu,2 layers]",
                              "activation values[leaky_relu]", "training[mlp,sgd,leaky_relu]"}
     assert failures["logits[mlp,leaky_relu,2 layers]"].startswith("logits differ from the spec by ")
@@ -100,16 +108,18 @@ def test_a_wrong_activation_constant_fails_the_leaky_relu_cases() -> None:
 
 
 def test_a_data_order_other_than_epoch_order_fails_every_training_case() -> None:
-    failures = _failures("sequential batches")
+    failures = _variant("sequential batches")
     kit_cases = {"training[mlp_scratch,sgd]", "training[mlp,sgd]", "training[mlp,momentum]"}
-    assert set(failures) == kit_cases | _extra_training() | {"uneven chunks"}
+    seed_order = "setting changes the result[seed: data order]"
+    assert set(failures) == kit_cases | _extra_training() | {"uneven chunks", seed_order}
     for name in kit_cases | {"uneven chunks"}:
         assert re.search(r"count/correct.* the spec's .*\(data order, batch rule or loss before the update\?\)",
                          failures[name]), failures[name]
+    assert "the data order ignores --seed: use batching.epoch_order" in failures[seed_order]
 
 
 def test_a_restore_that_drops_the_optimiser_state_fails_the_round_trips() -> None:
-    failures = _failures("load_state_dict drops the optimiser state")
+    failures = _variant("load_state_dict drops the optimiser state")
     assert set(failures) == {"state_dict round trip", *ROUND_TRIPS}
     assert "load_state_dict must restore the parameters, the optimiser state" in failures["state_dict round trip"]
     for name in ROUND_TRIPS:
@@ -119,11 +129,31 @@ def test_a_restore_that_drops_the_optimiser_state_fails_the_round_trips() -> Non
 def test_a_restore_that_drops_the_step_counter_fails_the_round_trips() -> None:
     """The kit's round trip continues under a decaying schedule, so a lost step counter is another learning rate;
     the leaf-by-leaf round trip names the leaf."""
-    failures = _failures("load_state_dict drops the step counter")
+    failures = _variant("load_state_dict drops the step counter")
     assert set(failures) == {"state_dict round trip", *ROUND_TRIPS}
     assert "step counter" in failures["state_dict round trip"]
     for name in ROUND_TRIPS:
         assert failures[name].endswith("differs from the state loaded in its leaf ['step']"), failures[name]
+
+
+def test_an_initialisation_that_ignores_the_seed_fails_the_seed_cases_and_nothing_else() -> None:
+    """Every other case runs at one seed, so only the settings cases can see it."""
+    failures = _variant("the initialisation ignores the seed")
+    assert set(failures) == SEED_INIT
+    for name in SEED_INIT:
+        assert failures[name].startswith("seed=0 and 1 give the same initial weights (100% equal): "), failures[name]
+    assert "so a seed study compares identical runs" in failures["setting changes the result[seed: initialisation]"]
+
+
+@pytest.mark.parametrize("setting", [s for s in checks_settings.SETTINGS if s.field != "optimizer" or
+                                     s.values[1] in NumpyBackend.optimizers], ids=lambda s: s.name)
+def test_a_trainer_that_ignores_a_setting_fails_its_settings_case(setting: checks_settings.Setting) -> None:
+    name = f"setting changes the result[{setting.name}]"
+    case = next(case for case in checks_settings.CASES if case.name == name)
+    failures = _failures(broken.backend_for(broken.ignoring(setting.field, setting.values[0])), [case])
+    assert set(failures) == {name}
+    assert failures[name].startswith(f"{setting.field}={setting.values[0]} and {setting.values[1]} give ")
+    assert failures[name].endswith(setting.why)
 
 
 @pytest.mark.parametrize("case", kit_lib.pytest_cases())

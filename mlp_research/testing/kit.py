@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Collection, Iterator
 
-from mlp_research.testing import checks_extra, checks_model, checks_run, checks_training
+from mlp_research.testing import checks_extra, checks_model, checks_run, checks_settings, checks_training
 from mlp_research.testing.core import Case, Kit, Outcome, failed, random_canonical, train_epochs
 
 __all__ = ["Case", "Kit", "Outcome", "all_cases", "assert_case", "case_names", "pytest_cases", "random_canonical",
@@ -30,7 +30,7 @@ __all__ = ["Case", "Kit", "Outcome", "all_cases", "assert_case", "case_names", "
 def all_cases() -> tuple[Case, ...]:
     """Every case, cheap ones first and the driver runs last."""
     return (*checks_run.CASES_FIRST, *checks_model.CASES, *checks_training.CASES, *checks_extra.CASES,
-            *checks_run.CASES_LAST)
+            *checks_settings.CASES, *checks_run.CASES_LAST)
 
 
 def case_names(prefix: str) -> set[str]:

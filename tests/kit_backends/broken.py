@@ -2,7 +2,8 @@
 
 Each variant is the kind of slip a backend author makes while reading the
 specification: a constant copied from another framework, a data loader that
-does not shuffle the shared way, a restore that forgets part of the state.
+does not shuffle the shared way, a restore that forgets part of the state, a
+setting read nowhere.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from mlp_research.config import Config
+from mlp_research.data import Splits
 from mlp_research.testing.example_backend import NumpyBackend, NumpyTrainer
 
 
@@ -45,6 +48,24 @@ class DropsStepCounterTrainer(NumpyTrainer):
         self.step = step
 
 
+class SeedlessInitTrainer(NumpyTrainer):
+    """The initialisation draws from a fixed stream whatever --seed says (the data order still follows it)."""
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng(0)
+
+
+def ignoring(field: str, value: Any) -> type[NumpyTrainer]:
+    """A trainer with `field` hard-wired to `value` wherever it reads the config (the flag has no effect)."""
+
+    class Ignoring(NumpyTrainer):
+        def __init__(self, config: Config, splits: Splits):
+            super().__init__(config.replace(**{field: value}), splits)
+
+    Ignoring.__name__ = Ignoring.__qualname__ = f"Ignoring_{field}"
+    return Ignoring
+
+
 def backend_for(trainer_class: type[NumpyTrainer]) -> NumpyBackend:
     """A numpy backend object whose runs use `trainer_class`."""
     backend = NumpyBackend()
@@ -57,4 +78,5 @@ VARIANTS = {
     "sequential batches": SequentialOrderTrainer,
     "load_state_dict drops the optimiser state": DropsOptimizerStateTrainer,
     "load_state_dict drops the step counter": DropsStepCounterTrainer,
+    "the initialisation ignores the seed": SeedlessInitTrainer,
 }
