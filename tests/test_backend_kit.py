@@ -22,18 +22,18 @@ import pytest
 from kit_backends import broken
 
 from mlp_research.optimizers import SUPPORTED
-from mlp_research.testing import checks_extra, checks_model, checks_settings, checks_training
+from mlp_research.testing import checks_extra, checks_group, checks_model, checks_settings, checks_training
 from mlp_research.testing import kit as kit_lib
 from mlp_research.testing.example_backend import NumpyBackend
 
 REPO = Path(__file__).resolve().parents[1]
 UNDECLARED = [name for name in SUPPORTED if name not in NumpyBackend.optimizers]
-# What the numpy backend is skipped on, and nothing else: it is handed to the kit as an object (no entry
-# point), declares two optimisers, and has no framework default of its own for the concise model.
+# What the example backend is skipped on, and nothing else: it is handed to the kit as an object (no entry
+# point), trains groups, declares two optimisers, and has no framework default of its own for the concise model.
 EXPECTED_SKIPS = {
-    "loads", "init[mlp,default]", *(f"training[mlp,{name}]" for name in UNDECLARED),
-    "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
-    "init shape[mlp,zeros]",
+    "loads", "refuses --vmap without group_trainer", "init[mlp,default]", "init shape[mlp,default]",
+    "init shape[mlp_scratch,zeros]", "init shape[mlp,zeros]",
+    *(f"training[mlp,{name}]" for name in UNDECLARED),
     *(f"training[mlp,{name},wd=0.01,cosine,momentum=0.8]" for name in UNDECLARED),
     *(f"setting changes the result[optimizer: {name}]" for name in UNDECLARED),
 }
@@ -44,10 +44,10 @@ JAX_SKIPS = {
     "refuses --vmap without group_trainer", *kit_lib.case_names("cross-evaluation[a jax checkpoint"),
 }
 ROUND_TRIPS = {f"state round trip, leaf by leaf[{model}]" for model in ("mlp_scratch", "mlp")}
-# The cases a bug in training, the model or a setting can show in (initial statistics, registration, the driver
+# The cases a bug in training, the model or a group can show in (initial statistics, registration, the driver
 # and cross-evaluation cannot see any of the variants, and cost the most).
 VARIANT_CASES = [case for case in (*checks_model.CASES, *checks_training.CASES, *checks_extra.CASES,
-                                   *checks_settings.CASES)
+                                   *checks_settings.CASES, *checks_group.CASES)
                  if not case.name.startswith(("init[", "init shape"))]
 SEED_INIT = {"setting changes the result[seed: initialisation]",
              "setting changes the result[seed: initialisation, concise model]"}
@@ -120,17 +120,20 @@ def test_a_data_order_other_than_epoch_order_fails_every_training_case() -> None
 
 def test_a_restore_that_drops_the_optimiser_state_fails_the_round_trips() -> None:
     failures = _variant("load_state_dict drops the optimiser state")
-    assert set(failures) == {"state_dict round trip", *ROUND_TRIPS}
+    group = "group[state round trip, member by member]"
+    assert set(failures) == {"state_dict round trip", *ROUND_TRIPS, group}
     assert "load_state_dict must restore the parameters, the optimiser state" in failures["state_dict round trip"]
     for name in ROUND_TRIPS:
         assert failures[name].endswith("the state loaded in its leaf ['opt']['trace']['W1']"), failures[name]
+    want = f"member 0, its leaf ['opt']['trace']['W1'] ({checks_group.RESTORE})"
+    assert failures[group].endswith(want), failures[group]
 
 
 def test_a_restore_that_drops_the_step_counter_fails_the_round_trips() -> None:
     """The kit's round trip continues under a decaying schedule, so a lost step counter is another learning rate;
     the leaf-by-leaf round trip names the leaf."""
     failures = _variant("load_state_dict drops the step counter")
-    assert set(failures) == {"state_dict round trip", *ROUND_TRIPS}
+    assert set(failures) == {"state_dict round trip", *ROUND_TRIPS, "group[state round trip, member by member]"}
     assert "step counter" in failures["state_dict round trip"]
     for name in ROUND_TRIPS:
         assert failures[name].endswith("differs from the state loaded in its leaf ['step']"), failures[name]
@@ -154,6 +157,38 @@ def test_a_trainer_that_ignores_a_setting_fails_its_settings_case(setting: check
     assert set(failures) == {name}
     assert failures[name].startswith(f"{setting.field}={setting.values[0]} and {setting.values[1]} give ")
     assert failures[name].endswith(setting.why)
+
+
+@pytest.mark.parametrize(("variant", "fails"), [
+    ("members train the first member's config", {"group[members equal their single runs]",
+                                                 "group[members equal their single runs, vmap_batched]",
+                                                 "group[a diverging member is its own]",
+                                                 "group[state round trip, member by member]",
+                                                 "group[driver rows equal single runs]"}),
+    ("member k reads member k + 1's carried sums", {"group[carried sums are each member's own]"}),
+    ("the group's first non-finite step for every member", {"group[a diverging member is its own]"}),
+    ("load_state_dicts gives every member the first member's state", {"group[state round trip, member by member]"}),
+])
+def test_a_group_that_mixes_up_its_members_fails_the_group_case_about_it(variant: str, fails: set[str]) -> None:
+    failures = _failures(broken.backend_for(group_class=broken.GROUP_VARIANTS[variant]), checks_group.CASES)
+    assert set(failures) == fails, failures
+    messages = " ".join(failures.values())
+    assert re.search(r"member \d", messages), messages
+
+
+def test_a_group_member_reading_another_members_carried_sums_is_named() -> None:
+    failures = _failures(broken.backend_for(group_class=broken.NeighbourSumsGroup), checks_group.CASES)
+    message = failures["group[carried sums are each member's own]"]
+    assert re.fullmatch(r"member 0 carried count 1000, correct 100 and ends the epoch at 2200, \d+ .*member k must "
+                        r"add to sums\[k\]", message), message
+
+
+def test_the_group_cases_vary_every_per_member_field() -> None:
+    from mlp_research.run.members import VMAP_FIELDS
+
+    configs = checks_group.member_configs(kit_lib.Kit(NumpyBackend()))
+    for field in VMAP_FIELDS:
+        assert len({c.to_flat()[field] for c in configs}) > 1, field
 
 
 @pytest.mark.parametrize("case", kit_lib.pytest_cases())
@@ -205,11 +240,11 @@ def test_the_command_line_prints_a_line_per_check_and_a_summary() -> None:
 
 
 def test_the_command_line_checks_a_backend_given_as_module_and_class() -> None:
-    done = _check_backend("mlp_research.testing.example_backend:NumpyBackend", "--only=training[mlp")
+    done = _check_backend("mlp_research.testing.example_backend:NumpyBackend", "--only=group,setting changes")
     assert done.returncode == 0, done.stdout + done.stderr
     summary = done.stdout.strip().splitlines()[-1]
-    total = len(kit_lib.case_names("training[mlp"))
-    skips = 2 * len(UNDECLARED)  # the kit's training case and the extra one of each undeclared optimiser
+    total = len(checks_group.CASES) + len(checks_settings.CASES)
+    skips = len(UNDECLARED)
     assert re.fullmatch(rf"numpy: {total - skips} passed, 0 failed, {skips} skipped of {total} checks in \d+ s",
                         summary), summary
 

@@ -88,6 +88,12 @@ class Kit:
         check_config(self.backend, config)
         return self.backend.trainer(config, self.splits(config))
 
+    def group_trainer(self, configs: list[Config]) -> Any:
+        """A group trainer of `configs` (members in order) after each member's checks, as the driver builds it."""
+        for config in configs:
+            check_config(self.backend, config)
+        return self.backend.group_trainer(configs, self.splits(configs[0]))
+
     def trains_groups(self) -> bool:
         """Whether the backend has the optional `group_trainer` (base.py: without it `--vmap` is refused)."""
         return callable(getattr(self.backend, "group_trainer", None))

@@ -1,7 +1,7 @@
 """An example backend in plain numpy, written from the documentation alone: what a third party writes.
 
-A `Backend` class with its declarations and a trainer that holds parameters,
-optimiser state and a step counter. It
+A `Backend` class with its declarations, a trainer that holds parameters,
+optimiser state and a step counter, and a group trainer for `--vmap`. It
 follows `mlp_research/backends/base.py` (the contract) and
 docs/SPECIFICATION.md (the mathematics), implements its own activations,
 initialisers, forward pass, backpropagation and update rules, and subclasses
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -280,6 +280,55 @@ class NumpyTrainer:
         self.params = {name: np.array(params[name], np.float32) for name in self.params}
 
 
+class NumpyGroupTrainer:
+    """A `--vmap` group (base.py's `GroupTrainer`): one `NumpyTrainer` per member, trained one after another.
+
+    Each member is exactly a single run of its config, so its rows, sums,
+    parameters and state are bit-identical to that run's, and its state is an
+    ordinary single-run state. A framework would batch the members in one
+    program instead; the group's calls stay these.
+    """
+
+    def __init__(self, configs: Sequence[Config], splits: Splits, trainer_class: type[NumpyTrainer]):
+        self.trainers = [trainer_class(config, splits) for config in configs]
+        self.members = len(self.trainers)
+        self.layout = self.trainers[0].layout  # members differ only in fields that keep the layout
+        self.compile_seconds = sum(t.compile_seconds for t in self.trainers)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.trainers[0].describe(), "members": self.members}
+
+    def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
+        for k, trainer in enumerate(self.trainers):  # member k carries its own sums, sums[k]
+            trainer.start_epoch(epoch, sums[k] if sums else None)
+
+    def train_chunk(self, chunk: int) -> None:
+        for trainer in self.trainers:
+            trainer.train_chunk(chunk)
+
+    def epoch_sums(self) -> list[Sums]:
+        return [t.epoch_sums() for t in self.trainers]
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> list[Sums]:
+        return [t.evaluate(images, labels) for t in self.trainers]
+
+    def evaluate_eval_split(self) -> list[Sums]:
+        return [t.evaluate_eval_split() for t in self.trainers]
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        return [t.state_dict() for t in self.trainers]
+
+    def abstract_state_dict(self) -> dict[str, Any]:
+        return self.trainers[0].abstract_state_dict()  # one member's structure: every member's is the same
+
+    def load_state_dicts(self, states: Sequence[Any]) -> None:
+        for trainer, state in zip(self.trainers, states, strict=True):
+            trainer.load_state_dict(state)
+
+    def get_params(self) -> list[Params]:
+        return [t.get_params() for t in self.trainers]
+
+
 class NumpyBackend:
     """The backend class a plugin registers under the entry-point group `mlp_research.backends`."""
 
@@ -288,6 +337,7 @@ class NumpyBackend:
     parallel_modes = ("auto", "none")  # one device
     matmul_precisions = ("default",)  # numpy's float32
     trainer_class: type[NumpyTrainer] = NumpyTrainer
+    group_class: type[NumpyGroupTrainer] = NumpyGroupTrainer
 
     def version(self) -> str:
         return np.__version__
@@ -298,3 +348,6 @@ class NumpyBackend:
     def trainer(self, config: Config, splits: Splits) -> NumpyTrainer:
         return self.trainer_class(config, splits)
 
+    def group_trainer(self, configs: Sequence[Config], splits: Splits) -> NumpyGroupTrainer:
+        """Optional: with it, `--vmap` groups train; the driver has checked that only per-member fields differ."""
+        return self.group_class(configs, splits, self.trainer_class)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Collection, Iterator
 
-from mlp_research.testing import checks_extra, checks_model, checks_run, checks_settings, checks_training
+from mlp_research.testing import checks_extra, checks_group, checks_model, checks_run, checks_settings, checks_training
 from mlp_research.testing.core import Case, Kit, Outcome, failed, random_canonical, train_epochs
 
 __all__ = ["Case", "Kit", "Outcome", "all_cases", "assert_case", "case_names", "pytest_cases", "random_canonical",
@@ -30,7 +30,7 @@ __all__ = ["Case", "Kit", "Outcome", "all_cases", "assert_case", "case_names", "
 def all_cases() -> tuple[Case, ...]:
     """Every case, cheap ones first and the driver runs last."""
     return (*checks_run.CASES_FIRST, *checks_model.CASES, *checks_training.CASES, *checks_extra.CASES,
-            *checks_settings.CASES, *checks_run.CASES_LAST)
+            *checks_settings.CASES, *checks_group.CASES, *checks_run.CASES_LAST)
 
 
 def case_names(prefix: str) -> set[str]:
@@ -66,7 +66,7 @@ def assert_case(case: Case, kit: Kit, allowed_skips: Collection[str]) -> None:
     `allowed_skips` is required: a skip nobody expected (a declaration that
     drifted, a capability lost) fails, so a suite cannot pass on checks that
     never ran. Name every skip your declarations imply; `case_names(prefix)`
-    lists a family of cases by the start of its name.
+    lists families such as `group[` for a backend without `group_trainer`.
     """
     import pytest
 

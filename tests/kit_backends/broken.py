@@ -3,18 +3,19 @@
 Each variant is the kind of slip a backend author makes while reading the
 specification: a constant copied from another framework, a data loader that
 does not shuffle the shared way, a restore that forgets part of the state, a
-setting read nowhere.
+setting read nowhere, a group whose members get mixed up.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from mlp_research.backends.base import Sums
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.testing.example_backend import NumpyBackend, NumpyTrainer
+from mlp_research.testing.example_backend import NumpyBackend, NumpyGroupTrainer, NumpyTrainer
 
 
 class LeakySlopeTrainer(NumpyTrainer):
@@ -66,10 +67,43 @@ def ignoring(field: str, value: Any) -> type[NumpyTrainer]:
     return Ignoring
 
 
-def backend_for(trainer_class: type[NumpyTrainer]) -> NumpyBackend:
-    """A numpy backend object whose runs use `trainer_class`."""
+class FirstConfigGroup(NumpyGroupTrainer):
+    """Every member trains with the first member's config (per-member lr, seed, init, ... ignored)."""
+
+    def __init__(self, configs: Sequence[Config], splits: Splits, trainer_class: type[NumpyTrainer]):
+        super().__init__([configs[0]] * len(configs), splits, trainer_class)
+
+
+class NeighbourSumsGroup(NumpyGroupTrainer):
+    """start_epoch gives member k the carried sums of member k + 1 (an off-by-one over the stacked sums)."""
+
+    def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
+        super().start_epoch(epoch, [*sums[1:], sums[0]] if sums else None)
+
+
+class SharedDivergenceGroup(NumpyGroupTrainer):
+    """epoch_sums reports the group's first non-finite step for every member (a reduction over the members)."""
+
+    def epoch_sums(self) -> list[Sums]:
+        sums = super().epoch_sums()
+        bad = [s.first_nonfinite_step for s in sums if s.first_nonfinite_step >= 0]
+        first = min(bad) if bad else -1
+        return [Sums(s.loss_sum, s.correct, s.count, first) for s in sums]
+
+
+class FirstStateGroup(NumpyGroupTrainer):
+    """load_state_dicts gives every member the first member's state (a broadcast instead of a split)."""
+
+    def load_state_dicts(self, states: Sequence[Any]) -> None:
+        super().load_state_dicts([states[0]] * len(states))
+
+
+def backend_for(trainer_class: type[NumpyTrainer] = NumpyTrainer,
+                group_class: type[NumpyGroupTrainer] = NumpyGroupTrainer) -> NumpyBackend:
+    """An example backend object whose runs use `trainer_class` and whose groups use `group_class`."""
     backend = NumpyBackend()
     backend.trainer_class = trainer_class
+    backend.group_class = group_class
     return backend
 
 
@@ -79,4 +113,10 @@ VARIANTS = {
     "load_state_dict drops the optimiser state": DropsOptimizerStateTrainer,
     "load_state_dict drops the step counter": DropsStepCounterTrainer,
     "the initialisation ignores the seed": SeedlessInitTrainer,
+}
+GROUP_VARIANTS = {
+    "members train the first member's config": FirstConfigGroup,
+    "member k reads member k + 1's carried sums": NeighbourSumsGroup,
+    "the group's first non-finite step for every member": SharedDivergenceGroup,
+    "load_state_dicts gives every member the first member's state": FirstStateGroup,
 }
