@@ -113,18 +113,23 @@ def mid_epoch_resume(kit: Kit) -> Outcome:
                   f"{int(want.count)}, {int(want.correct)} (carried sums or the order within the epoch?)")
 
 
+def poison(trainer: Any) -> None:
+    """Set one weight to NaN: the next step's loss is NaN."""
+    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
+    broken["W2"][0, 0] = np.nan
+    trainer.set_params(broken)
+
+
 def poison_second_chunk(trainer: Any) -> None:
     """Epoch 1: train its first chunk, set one weight to NaN, train the second (its first step's loss is NaN)."""
     trainer.start_epoch(1)
     trainer.train_chunk(0)
-    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
-    broken["W2"][0, 0] = np.nan
-    trainer.set_params(broken)
+    poison(trainer)
     trainer.train_chunk(1)
 
 
 def nonfinite_step(kit: Kit) -> Outcome:
-    """A NaN loss is reported as the run-wide index of its update."""
+    """A NaN loss is reported as the run-wide index of its update, afresh in every epoch (it is an epoch's sum)."""
     config = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
     trainer = kit.trainer(config)
     first = train_epochs(trainer, range(1))[0]
@@ -133,8 +138,32 @@ def nonfinite_step(kit: Kit) -> Outcome:
     poison_second_chunk(trainer)
     want = trainer.layout.steps_per_epoch + trainer.layout.steps_per_chunk
     got = int(trainer.epoch_sums().first_nonfinite_step)
-    return expect(got == want, f"first_nonfinite_step {got}",
-                  f"first_nonfinite_step {got}, want {want} (0-based, counted from the start of the run)")
+    if got != want:
+        return failed(f"first_nonfinite_step {got}, want {want} (0-based, counted from the start of the run)")
+    for chunk in range(2, trainer.layout.chunks_per_epoch):
+        trainer.train_chunk(chunk)
+    nan_from_start = int(train_epochs(trainer, range(2, 3))[0].first_nonfinite_step)  # the parameters are NaN now
+    fresh = 2 * trainer.layout.steps_per_epoch
+    return expect(nan_from_start == fresh, f"first_nonfinite_step {got}, then {nan_from_start} in the next epoch",
+                  f"the epoch after the one that reported {got} reports {nan_from_start}, want {fresh}: "
+                  "first_nonfinite_step is part of an epoch's sums, so start_epoch without sums starts it at -1")
+
+
+def nonfinite_step_counts_updates(kit: Kit) -> Outcome:
+    """After a resume on a training set of another size, first_nonfinite_step is still the count of updates made."""
+    before = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
+    trainer = kit.trainer(before)
+    train_epochs(trainer, range(2))
+    state, updates = trees.copy(trainer.state_dict()), 2 * trainer.layout.steps_per_epoch
+    resumed = kit.trainer(before.replace(synthetic_train_size=512))  # 8 steps an epoch instead of 10
+    resumed.load_state_dict(state)
+    poison(resumed)
+    got = int(train_epochs(resumed, range(2, 3))[0].first_nonfinite_step)
+    by_epoch = " = epoch * steps_per_epoch" if got == 2 * resumed.layout.steps_per_epoch else ""
+    return expect(got == updates, f"first_nonfinite_step {got} after {updates} updates",
+                  f"the first step after {updates} updates, in epoch 2 of a training set of "
+                  f"{resumed.layout.steps_per_epoch} steps, reports first_nonfinite_step {got}{by_epoch}: it is the "
+                  "trainer's step counter, which continues across a resume on a training set of another size")
 
 
 CASES = (
@@ -143,4 +172,5 @@ CASES = (
     Case("state_dict round trip", state_round_trip),
     Case("mid-epoch resume", mid_epoch_resume),
     Case("non-finite loss step", nonfinite_step),
+    Case("non-finite loss step counts updates", nonfinite_step_counts_updates),
 )

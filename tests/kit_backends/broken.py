@@ -56,6 +56,31 @@ class SeedlessInitTrainer(NumpyTrainer):
         return np.random.default_rng(0)
 
 
+class StickyDivergenceTrainer(NumpyTrainer):
+    """start_epoch keeps the first non-finite step of an earlier epoch instead of starting the epoch at -1."""
+
+    def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
+        earlier = getattr(self, "first_nonfinite", -1)
+        super().start_epoch(epoch, sums)
+        if sums is None and earlier >= 0:
+            self.first_nonfinite = earlier
+
+
+class EpochStepDivergenceTrainer(NumpyTrainer):
+    """first_nonfinite_step computed as epoch * steps_per_epoch + step in the epoch, not from the step counter."""
+
+    def start_epoch(self, epoch: int, sums: Sums | None = None) -> None:
+        super().start_epoch(epoch, sums)
+        self.epoch_start = (epoch * self.layout.steps_per_epoch, self.step)
+
+    def epoch_sums(self) -> Sums:
+        sums = super().epoch_sums()
+        if sums.first_nonfinite_step < 0:
+            return sums
+        by_epoch, counter = self.epoch_start
+        return Sums(sums.loss_sum, sums.correct, sums.count, by_epoch + sums.first_nonfinite_step - counter)
+
+
 def ignoring(field: str, value: Any) -> type[NumpyTrainer]:
     """A trainer with `field` hard-wired to `value` wherever it reads the config (the flag has no effect)."""
 
@@ -113,6 +138,8 @@ VARIANTS = {
     "load_state_dict drops the optimiser state": DropsOptimizerStateTrainer,
     "load_state_dict drops the step counter": DropsStepCounterTrainer,
     "the initialisation ignores the seed": SeedlessInitTrainer,
+    "first_nonfinite_step kept across epochs": StickyDivergenceTrainer,
+    "first_nonfinite_step from the epoch, not the step counter": EpochStepDivergenceTrainer,
 }
 GROUP_VARIANTS = {
     "members train the first member's config": FirstConfigGroup,
