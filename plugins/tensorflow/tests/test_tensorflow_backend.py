@@ -33,8 +33,7 @@ from mlp_research.testing.kit import Case, Kit, assert_case, case_names, pytest_
 REPO = Path(__file__).resolve().parents[3]
 TF_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
 # What TensorFlow may be skipped on: the concise model's default is Keras' own (checked below), zeros are
-# exact, and activation values need the optional logits() (checked below on the model's functions).
-# No group_trainer: the group cases are skipped.
+# exact, and without group_trainer the group cases.
 MAY_SKIP = {"init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
             "init shape[mlp,zeros]", *case_names("group[")}
 

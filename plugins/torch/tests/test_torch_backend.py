@@ -29,8 +29,8 @@ from mlp_research.testing.checks_training import train_epochs
 from mlp_research.testing.kit import Case, Kit, assert_case, case_names, pytest_cases
 
 TIMING = ("seconds", "examples_per_second")
-# What torch may be skipped on: the concise model's default is torch's own (checked below), zeros are exact.
-# No group_trainer: the group cases are skipped.
+# What torch may be skipped on: the concise model's default is torch's own (checked below), zeros are exact,
+# and without group_trainer the group cases.
 MAY_SKIP = {"init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
             "init shape[mlp,zeros]", *case_names("group[")}
 # What the kit finds wrong today; the base Trainer of issue 24 (part 1) takes this bookkeeping over.
