@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from import_graph import Import, Rule, cycles, import_graph, path_to, reachable, violations
+
 from conftest import REPO
 
 FRAMEWORK_NAMES = {"jax", "torch", "tensorflow", "mxnet"}
@@ -15,6 +17,7 @@ NEUTRAL_MODULES = [
     "mlp_research.optimizers", "mlp_research.files", "mlp_research.errors", "mlp_research.cli",
     "mlp_research.data", "mlp_research.backends.base", "mlp_research.backends.registry",
     *(f"mlp_research.run.{p.stem}" for p in sorted((REPO / "mlp_research" / "run").glob("*.py"))),
+    *(f"mlp_research.testing.{p.stem}" for p in sorted((REPO / "mlp_research" / "testing").glob("*.py"))),
 ]
 # Entry points define absl flags at import, so each is imported in a process of its own.
 ENTRY_POINTS = ["experiments.train", "experiments.evaluate", "experiments.compare", "experiments.backends",
@@ -75,3 +78,69 @@ def test_files_and_functions_stay_small():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long_functions.append(f"{path.relative_to(REPO)}:{node.name}")
     assert long_files == [] and long_functions == []
+
+
+# ------------------------------------------------------------------ the import graph, read from the source
+JAX_FAMILY = ("jax", "jaxlib", "flax", "optax", "orbax")
+# The kit is for plugin authors: a backend in another framework is checked without JAX in its way (the driver
+# it runs imports JAX's checkpointing only when it saves, through Orbax).
+KIT_RULES = [Rule("mlp_research.testing", JAX_FAMILY, "the kit for plugin authors needs no JAX")]
+# Rules for the rest of the library (issue 24, part 4), checked the same way once the code obeys them, e.g.
+# Rule("mlp_research.jax_backend", ("mlp_research.run",), "a backend never imports the driver's modules").
+LIBRARY_RULES: list[Rule] = []
+
+
+def _project_graph() -> dict[str, list[Import]]:
+    """The import graph of the library, the entry points, the benchmarks and every plugin package."""
+    graph = import_graph(REPO, ["mlp_research", "experiments", "benchmarks"])
+    for plugin in sorted((REPO / "plugins").iterdir()):
+        packages = [p.name for p in plugin.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+        graph.update(import_graph(plugin, packages))
+    return graph
+
+
+def test_no_import_cycles_lazy_imports_included():
+    assert cycles(_project_graph()) == []
+
+
+def test_no_wrong_way_imports_lazy_imports_included():
+    assert list(violations(_project_graph(), [*KIT_RULES, *LIBRARY_RULES])) == []
+
+
+def test_importing_the_kit_brings_in_no_jax_through_other_modules():
+    """The kit's own imports (above) and every module they import at module level, transitively."""
+    graph = _project_graph()
+    chains = []
+    for module in sorted(m for m in graph if m.startswith("mlp_research.testing")):
+        reached = reachable(graph, module)
+        chains += [path_to(reached, m) for m in reached if m.split(".")[0] in JAX_FAMILY]
+    assert chains == []
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_the_scanner_finds_lazy_cycles_and_lazy_imports_and_ignores_type_only_ones(tmp_path):
+    """The checks above pass only if the scanner sees what they forbid: here, a tree that has each."""
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/kit.py": "from pkg import checks\n",
+        "pkg/checks.py": "def cases():\n    from .kit import x\n    import jax.numpy\n",
+        "pkg/core.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.kit\n    import jax\n",
+        "pkg/lazy.py": "import importlib\ndef f():\n    return importlib.import_module('pkg.core')\n",
+    })
+    graph = import_graph(tmp_path, ["pkg"])
+    assert cycles(graph) == [["pkg.checks", "pkg.kit"]]
+    assert [str(e) for e in graph["pkg.checks"]] == ["pkg/checks.py:2: pkg.checks -> pkg.kit (lazy)",
+                                                      "pkg/checks.py:3: pkg.checks -> jax.numpy (lazy)"]
+    assert {e.kind for e in graph["pkg.core"] if e.imported in ("pkg.kit", "jax")} == {"typing"}
+    assert [e.imported for e in graph["pkg.lazy"] if e.kind == "lazy"] == ["pkg.core"]
+    rule = Rule("pkg", ("jax",), "no jax")
+    assert list(violations(graph, [rule])) == ["pkg/checks.py:3: pkg.checks -> jax.numpy (lazy): no jax"]
+    reached = reachable(graph, "pkg.kit")
+    assert set(reached) == {"pkg.checks"}  # module-level imports only: the lazy jax import is not followed
+    assert path_to(reachable(graph, "pkg.kit", kinds=("module", "lazy")), "jax.numpy") == [
+        "pkg/kit.py:1: pkg.kit -> pkg.checks (module)", "pkg/checks.py:3: pkg.checks -> jax.numpy (lazy)"]

@@ -16,7 +16,8 @@ framework's step, evaluation batch, state and parameter conversion), register
 the backend class under the entry-point group `mlp_research.backends`
 (WORKSPACE.md, "A backend"). Nothing in the core changes. A backend may also
 implement the same methods from scratch without subclassing (the kit checks it
-the same way); the registry gives it the base class's defaults.
+the same way); the registry gives it the base class's defaults. A complete example,
+in numpy and protocols only, that passes the kit: mlp_research.testing.example_backend.
 
 The contract, beyond the method signatures:
 - The backend class is constructed with no arguments, once per process, when a
@@ -36,7 +37,8 @@ The contract, beyond the method signatures:
   examples (a short batch: over its real examples), and one optimiser update
   follows every batch. The epoch's training sums are taken from each batch's
   loss and predictions *before* that batch's update, summed over examples.
-- `Sums.first_nonfinite_step` is the trainer's step counter before the update
+- `Sums.first_nonfinite_step` is part of an epoch's sums (`start_epoch` without sums
+  starts it at -1): the trainer's step counter before the update
   whose batch loss was NaN or infinite (0-based, counted from the start of the
   run, i.e. `epoch * steps_per_epoch + step_in_epoch` when the training set never
   changed size), or -1 while every loss was finite.
@@ -243,9 +245,10 @@ class GroupTrainer(Protocol):
     """Several configurations that differ only in per-member fields, trained together (`--vmap`).
 
     The same calls as `Trainer`, each taking or returning one value per member,
-    in member order. `state_dicts()` gives each member's state in the form of a
-    single run of that member's config, so each member's checkpoint is an
-    ordinary single-run checkpoint.
+    in member order. Member k equals a single run of its config: bit for bit
+    unless `config.vmap_batched`, then to float rounding. `state_dicts()` gives
+    each member's state in the form of a single run of that member's config, so
+    each member's checkpoint is an ordinary single-run checkpoint.
     """
 
     members: int

@@ -7,6 +7,7 @@ when every applicable check passes, 1 otherwise, 2 for a bad command line
 
     python -m mlp_research.testing.check_backend torch
     python -m mlp_research.testing.check_backend mybackend --only=logits,training
+    python -m mlp_research.testing.check_backend mlp_research.testing.example_backend:NumpyBackend
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from mlp_research.errors import ConfigError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlp_research.testing.check_backend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("backend", help="a registered backend name (python -m experiments.backends lists them)")
+    parser.add_argument("backend", help="a registered backend name (python -m experiments.backends lists them), "
+                        "or module:Class for a backend not installed yet")
     parser.add_argument("--only", default="", help="comma-separated prefixes of the checks to run")
     parser.add_argument("--data_dir", default="", help="unused by the checks (they use small synthetic data); "
                         "accepted for symmetry with the other entry points")

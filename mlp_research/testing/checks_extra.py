@@ -10,12 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from mlp_research.backends.base import Sums
+from mlp_research.backends.base import DECLARATIONS, Sums, check_config
+from mlp_research.errors import ConfigError
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.spec import ACTIVATIONS, INITS, MODELS
-from mlp_research.testing import reference
-from mlp_research.testing.checks_training import OPTIMIZER_SETTINGS, poison_second_chunk, train_epochs
-from mlp_research.testing.kit import Case, Kit, Outcome, expect, failed, max_diff, passed, random_canonical, skipped
+from mlp_research.testing import reference, trees
+from mlp_research.testing.checks_run import ALL_VALUES
+from mlp_research.testing.checks_training import OPTIMIZER_SETTINGS, poison_second_chunk
+from mlp_research.testing.core import (
+    Case,
+    Kit,
+    Outcome,
+    expect,
+    failed,
+    has_logits,
+    max_diff,
+    passed,
+    random_canonical,
+    skipped,
+    train_epochs,
+)
 
 VALUE_ATOL, VALUE_RTOL = 2e-6, 1e-6  # activation values in float32 against the float64 statement
 # Parameters after two epochs. Steps linear in the gradient reach ~1e-7 in every backend: 1e-5 (the kit
@@ -38,7 +52,7 @@ def _activation_values(activation: str) -> Case:
         for model in MODELS:
             config = kit.config(model=model, num_hiddens=(10,), activation=activation, synthetic_train_size=64)
             trainer = kit.trainer(config)
-            if not hasattr(trainer, "logits"):
+            if not has_logits(trainer):
                 return skipped("the trainer has no logits() (optional in the contract)")
             params = {name: np.zeros(shape, np.float32) for name, shape in config.model.canonical_shapes().items()}
             params["W1"][0] = 1.0
@@ -83,21 +97,6 @@ def _init_shape(model: str, init: str) -> Case:
     return Case(f"init shape[{model},{init}]", run)
 
 
-def _leaves(state: Any) -> list[tuple[str, np.ndarray]]:
-    import jax
-
-    return [(jax.tree_util.keystr(path), np.asarray(leaf))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]]
-
-
-def _same_leaves(a: Any, b: Any) -> str:
-    """'' if both trees hold the same leaves bit for bit, else what differs first."""
-    left, right = _leaves(a), _leaves(b)
-    if [path for path, _ in left] != [path for path, _ in right]:
-        return f"its structure ({[p for p, _ in left]} vs {[p for p, _ in right]})"
-    return next((f"its leaf {path}" for (path, x), (_, y) in zip(left, right) if not np.array_equal(x, y)), "")
-
-
 def _round_trip_leaves(model: str) -> Case:
     """A mid-epoch state restored into a trainer that trained elsewhere: every leaf and every sum as the original's.
 
@@ -122,31 +121,25 @@ def _resume_everything(kit: Kit, config: Any) -> Outcome:
     want = train_epochs(straight, range(2))
     stopped.start_epoch(0)
     stopped.train_chunk(0)
-    carried, state = stopped.epoch_sums(), _copy(stopped.state_dict())
+    carried, state = stopped.epoch_sums(), trees.copy(stopped.state_dict())
     train_epochs(resumed, range(5, 6))  # another order and step count: every leaf differs from `state`'s
-    if not _same_leaves(resumed.state_dict(), state).startswith("its leaf"):
+    if not trees.first_difference(resumed.state_dict(), state).startswith("its leaf"):
         return failed("a trainer that trained another epoch has the same state as the one to restore")
-    resumed.load_state_dict(_copy(state))
-    differs = _same_leaves(resumed.state_dict(), state)
+    resumed.load_state_dict(trees.copy(state))
+    differs = trees.first_difference(resumed.state_dict(), state)
     if differs:
         return failed(f"right after load_state_dict, state_dict() differs from the state loaded in {differs}")
     resumed.start_epoch(0, Sums(carried.loss_sum, carried.correct, carried.count))
     for chunk in range(1, resumed.layout.chunks_per_epoch):
         resumed.train_chunk(chunk)
     got = [resumed.epoch_sums(), *train_epochs(resumed, range(1, 2))]
-    differs = _same_leaves(resumed.state_dict(), straight.state_dict())
+    differs = trees.first_difference(resumed.state_dict(), straight.state_dict())
     if differs:
         return failed(f"after resuming, state_dict() differs from an uninterrupted run's in {differs}: "
                       "load_state_dict must restore the step counter and the optimiser state")
     if [s.to_host() for s in got] != [s.to_host() for s in want]:
         return failed(f"resumed epoch sums {[s.to_host() for s in got]}, uninterrupted {[s.to_host() for s in want]}")
-    return passed(f"{config.optimizer}: {len(_leaves(state))} leaves equal")
-
-
-def _copy(state: Any) -> Any:
-    import jax
-
-    return jax.tree.map(lambda leaf: np.array(leaf, copy=True), state)
+    return passed(f"{config.optimizer}: {len(trees.leaves(state))} leaves equal")
 
 
 def _parity(kit: Kit, tolerance: float, epochs: int = 2, activation: str = "tanh", widths: tuple[int, ...] = (32,),
@@ -237,15 +230,12 @@ def no_empty_subtrees(kit: Kit) -> Outcome:
         return [p for k, v in tree.items() for p in empty(v, f"{path}[{k!r}]")] if tree else [path or "the root"]
 
     found = empty(state, "")
-    return expect(not found, f"{len(_leaves(state))} leaves", f"state_dict() has empty sub-trees at {', '.join(found)}")
+    return expect(not found, f"{len(trees.leaves(state))} leaves",
+                  f"state_dict() has empty sub-trees at {', '.join(found)}")
 
 
 def declarations(kit: Kit) -> Outcome:
     """Every declared value is accepted (the kit only tries the undeclared ones); a refusal is one line."""
-    from mlp_research.backends.base import DECLARATIONS, check_config
-    from mlp_research.errors import ConfigError
-    from mlp_research.testing.checks_run import ALL_VALUES
-
     for attribute, (flag, field) in DECLARATIONS.items():
         declared = getattr(kit.backend, attribute, None) or ()
         for value in ALL_VALUES[attribute]:

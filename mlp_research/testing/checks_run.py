@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from mlp_research.backends import registry
-from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import DECLARATIONS, check_config
 from mlp_research.config import MATMUL_PRECISIONS, PARALLEL_MODES
 from mlp_research.errors import ConfigError
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.run import driver, evaluation, members
-from mlp_research.testing.kit import Case, Kit, Outcome, expect, failed, passed, skipped
+from mlp_research.testing.core import Case, Kit, Outcome, expect, failed, metrics_rows, passed, skipped
 
 # Every value of each declarable option, to find the ones a backend does not declare.
 ALL_VALUES = {"optimizers": SUPPORTED, "parallel_modes": PARALLEL_MODES, "matmul_precisions": MATMUL_PRECISIONS}
@@ -52,7 +50,7 @@ def refusals(kit: Kit) -> Outcome:
 
 def vmap_refusal(kit: Kit) -> Outcome:
     """Without `group_trainer`, a vmapped group is refused with ConfigError naming --vmap."""
-    if as_backend(kit.backend).trains_groups:
+    if kit.trains_groups():
         return skipped("the backend trains vmapped groups")
     base = kit.config(max_epochs=1)
     group = members.expand(base, {"lr": ["0.05", "0.1"]}, os.path.join(kit.workdir, "vmap"))
@@ -63,12 +61,6 @@ def vmap_refusal(kit: Kit) -> Outcome:
     return failed("a vmapped group was accepted by a backend without group_trainer")
 
 
-def _rows(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "examples_per_second")}
-                for line in f]
-
-
 def driver_run_and_resume(kit: Kit) -> Outcome:
     """The driver trains it (outputs written, loss falls), and a run stopped after epoch 1 resumes to the same rows."""
     config = kit.config(synthetic_train_size=600, max_epochs=3, model="mlp", num_hiddens=(32,))
@@ -76,7 +68,7 @@ def driver_run_and_resume(kit: Kit) -> Outcome:
     driver.train_and_evaluate(config, whole, backend=kit.backend)
     driver.train_and_evaluate(config.replace(max_epochs=1), split, backend=kit.backend)
     driver.train_and_evaluate(config, split, backend=kit.backend)
-    rows, resumed = _rows(whole), _rows(split)
+    rows, resumed = metrics_rows(whole), metrics_rows(split)
     if [r["epoch"] for r in rows] != [1, 2, 3] or rows[-1]["train_loss"] >= rows[0]["train_loss"]:
         return failed(f"a 3-epoch run wrote epochs {[r['epoch'] for r in rows]} and its loss did not fall")
     worst = max(abs(a[k] - b[k]) for a, b in zip(rows, resumed) for k in ("train_loss", "val_loss", "val_acc"))

@@ -8,8 +8,18 @@ import numpy as np
 
 from mlp_research.backends.base import Sums
 from mlp_research.optimizers import SUPPORTED
-from mlp_research.testing import reference
-from mlp_research.testing.kit import Case, Kit, Outcome, expect, failed, max_diff, random_canonical, skipped
+from mlp_research.testing import reference, trees
+from mlp_research.testing.core import (
+    Case,
+    Kit,
+    Outcome,
+    expect,
+    failed,
+    max_diff,
+    random_canonical,
+    skipped,
+    train_epochs,
+)
 
 # Each optimiser with the settings that exercise its whole rule: L2 or decoupled decay, a decaying schedule.
 OPTIMIZER_SETTINGS = {
@@ -22,17 +32,6 @@ OPTIMIZER_SETTINGS = {
     "adagrad": dict(lr=0.05, weight_decay=1e-3),
     "lamb": dict(lr=1e-2, weight_decay=0.01, schedule="cosine"),
 }
-
-
-def train_epochs(trainer: Any, epochs: range) -> list[Sums]:
-    """Drive a trainer as the driver does: every chunk of every epoch, then the epoch's sums."""
-    sums = []
-    for epoch in epochs:
-        trainer.start_epoch(epoch)
-        for chunk in range(trainer.layout.chunks_per_epoch):
-            trainer.train_chunk(chunk)
-        sums.append(trainer.epoch_sums())
-    return sums
 
 
 def _training_case(model: str, optimizer: str) -> Case:
@@ -68,20 +67,6 @@ def _training_case(model: str, optimizer: str) -> Case:
     return Case(f"training[{model},{optimizer}]", run)
 
 
-def _tree(state: Any) -> list[tuple[str, tuple, str]]:
-    """(path, shape, dtype) of every leaf of a state tree of dicts (and pytree-registered objects)."""
-    import jax
-
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    return [(jax.tree_util.keystr(path), np.shape(leaf), str(np.asarray(leaf).dtype)) for path, leaf in leaves]
-
-
-def _copy(state: Any) -> Any:
-    import jax
-
-    return jax.tree.map(lambda leaf: np.array(leaf, copy=True), state)
-
-
 def state_round_trip(kit: Kit) -> Outcome:
     """abstract_state_dict matches state_dict; a restored state continues bit for bit (step and optimiser too)."""
     optimizer = "adam" if not kit.supports(optimizer="adam") else "momentum" if not kit.supports(
@@ -92,11 +77,11 @@ def state_round_trip(kit: Kit) -> Outcome:
     abstract = first.abstract_state_dict()
     train_epochs(first, range(1))
     state = first.state_dict()
-    if _tree(state) != _tree(abstract):
+    if trees.structure(state) != trees.structure(abstract):
         return failed("state_dict() and abstract_state_dict() differ in structure, shapes or dtypes")
     second = kit.trainer(config)
     second.set_params(random_canonical(config, seed=9))  # other parameters: the load must replace everything
-    second.load_state_dict(_copy(state))
+    second.load_state_dict(trees.copy(state))
     one, two = train_epochs(first, range(1, 2))[0], train_epochs(second, range(1, 2))[0]
     diff = max_diff(first.get_params(), second.get_params())
     ok = diff == 0 and (float(one.loss_sum), int(one.correct)) == (float(two.loss_sum), int(two.correct))
@@ -113,7 +98,7 @@ def mid_epoch_resume(kit: Kit) -> Outcome:
     stopped = kit.trainer(config)
     stopped.start_epoch(0)
     stopped.train_chunk(0)
-    carried, state = stopped.epoch_sums(), _copy(stopped.state_dict())
+    carried, state = stopped.epoch_sums(), trees.copy(stopped.state_dict())
     resumed = kit.trainer(config)
     resumed.load_state_dict(state)
     resumed.start_epoch(0, Sums(carried.loss_sum, carried.correct, carried.count))
@@ -128,18 +113,23 @@ def mid_epoch_resume(kit: Kit) -> Outcome:
                   f"{int(want.count)}, {int(want.correct)} (carried sums or the order within the epoch?)")
 
 
+def poison(trainer: Any) -> None:
+    """Set one weight to NaN: the next step's loss is NaN."""
+    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
+    broken["W2"][0, 0] = np.nan
+    trainer.set_params(broken)
+
+
 def poison_second_chunk(trainer: Any) -> None:
     """Epoch 1: train its first chunk, set one weight to NaN, train the second (its first step's loss is NaN)."""
     trainer.start_epoch(1)
     trainer.train_chunk(0)
-    broken = {name: np.array(value, copy=True) for name, value in trainer.get_params().items()}
-    broken["W2"][0, 0] = np.nan
-    trainer.set_params(broken)
+    poison(trainer)
     trainer.train_chunk(1)
 
 
 def nonfinite_step(kit: Kit) -> Outcome:
-    """A NaN loss is reported as the run-wide index of its update."""
+    """A NaN loss is reported as the run-wide index of its update, afresh in every epoch (it is an epoch's sum)."""
     config = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
     trainer = kit.trainer(config)
     first = train_epochs(trainer, range(1))[0]
@@ -148,8 +138,32 @@ def nonfinite_step(kit: Kit) -> Outcome:
     poison_second_chunk(trainer)
     want = trainer.layout.steps_per_epoch + trainer.layout.steps_per_chunk
     got = int(trainer.epoch_sums().first_nonfinite_step)
-    return expect(got == want, f"first_nonfinite_step {got}",
-                  f"first_nonfinite_step {got}, want {want} (0-based, counted from the start of the run)")
+    if got != want:
+        return failed(f"first_nonfinite_step {got}, want {want} (0-based, counted from the start of the run)")
+    for chunk in range(2, trainer.layout.chunks_per_epoch):
+        trainer.train_chunk(chunk)
+    nan_from_start = int(train_epochs(trainer, range(2, 3))[0].first_nonfinite_step)  # the parameters are NaN now
+    fresh = 2 * trainer.layout.steps_per_epoch
+    return expect(nan_from_start == fresh, f"first_nonfinite_step {got}, then {nan_from_start} in the next epoch",
+                  f"the epoch after the one that reported {got} reports {nan_from_start}, want {fresh}: "
+                  "first_nonfinite_step is part of an epoch's sums, so start_epoch without sums starts it at -1")
+
+
+def nonfinite_step_counts_updates(kit: Kit) -> Outcome:
+    """After a resume on a training set of another size, first_nonfinite_step is still the count of updates made."""
+    before = kit.config(model="mlp_scratch", num_hiddens=(32,), synthetic_train_size=640, steps_per_chunk=3)
+    trainer = kit.trainer(before)
+    train_epochs(trainer, range(2))
+    state, updates = trees.copy(trainer.state_dict()), 2 * trainer.layout.steps_per_epoch
+    resumed = kit.trainer(before.replace(synthetic_train_size=512))  # 8 steps an epoch instead of 10
+    resumed.load_state_dict(state)
+    poison(resumed)
+    got = int(train_epochs(resumed, range(2, 3))[0].first_nonfinite_step)
+    by_epoch = " = epoch * steps_per_epoch" if got == 2 * resumed.layout.steps_per_epoch else ""
+    return expect(got == updates, f"first_nonfinite_step {got} after {updates} updates",
+                  f"the first step after {updates} updates, in epoch 2 of a training set of "
+                  f"{resumed.layout.steps_per_epoch} steps, reports first_nonfinite_step {got}{by_epoch}: it is the "
+                  "trainer's step counter, which continues across a resume on a training set of another size")
 
 
 CASES = (
@@ -158,4 +172,5 @@ CASES = (
     Case("state_dict round trip", state_round_trip),
     Case("mid-epoch resume", mid_epoch_resume),
     Case("non-finite loss step", nonfinite_step),
+    Case("non-finite loss step counts updates", nonfinite_step_counts_updates),
 )

@@ -29,12 +29,13 @@ from mlp_research.data import load_splits
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.run.driver import train_and_evaluate
 from mlp_research.run.evaluation import evaluate_checkpoint
-from mlp_research.testing.kit import Case, Kit, assert_case, pytest_cases
+from mlp_research.testing.kit import Case, Kit, assert_case, case_names, pytest_cases
 
 REPO = Path(__file__).resolve().parents[3]
-# What mxnet may be skipped on: the concise model's default is gluon's own (checked below), zeros are exact.
+# What mxnet may be skipped on: the concise model's default is gluon's own (checked below), zeros are exact,
+# and without group_trainer the group cases.
 MAY_SKIP = {"init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
-            "init shape[mlp,zeros]"}
+            "init shape[mlp,zeros]", *case_names("group[")}
 
 
 @pytest.fixture(scope="module")

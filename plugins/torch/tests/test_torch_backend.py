@@ -26,12 +26,13 @@ from mlp_research.run.driver import train_and_evaluate
 from mlp_research.run.evaluation import evaluate_checkpoint
 from mlp_research.spec import ACTIVATIONS
 from mlp_research.testing.checks_training import train_epochs
-from mlp_research.testing.kit import Case, Kit, assert_case, pytest_cases
+from mlp_research.testing.kit import Case, Kit, assert_case, case_names, pytest_cases
 
 TIMING = ("seconds", "examples_per_second")
-# What torch may be skipped on: the concise model's default is torch's own (checked below), zeros are exact.
+# What torch may be skipped on: the concise model's default is torch's own (checked below), zeros are exact,
+# and without group_trainer the group cases.
 MAY_SKIP = {"init[mlp,default]", "init shape[mlp,default]", "init shape[mlp_scratch,zeros]",
-            "init shape[mlp,zeros]"}
+            "init shape[mlp,zeros]", *case_names("group[")}
 
 
 @pytest.mark.parametrize("case", pytest_cases())

@@ -1,27 +1,30 @@
-"""A backend in plain numpy, written from the documentation alone: the kit's test subject.
+"""An example backend in plain numpy, written from the documentation alone: what a third party writes.
 
-What a third party writes to add a framework: a `Backend` class with its
-declarations and a trainer that holds parameters, optimiser state and a step
-counter. It follows `mlp_research/backends/base.py` (the contract) and
-docs/SPECIFICATION.md (the mathematics) and implements its own activations,
-initialisers, forward pass, backpropagation and update rules. It calls only
-what the specification says every backend calls: the data order
-(`mlp_research.batching`) and the learning rate (`mlp_research.schedules`).
-It does not use `mlp_research.testing.reference` or `mlp_research.optimizers`:
-the kit compares against those, and a backend built from them would agree
-with the kit by construction.
+A `Backend` class with its declarations, a trainer that holds parameters,
+optimiser state and a step counter, and a group trainer for `--vmap`. It
+follows `mlp_research/backends/base.py` (the contract) and
+docs/SPECIFICATION.md (the mathematics), implements its own activations,
+initialisers, forward pass, backpropagation and update rules, and subclasses
+nothing: the contract is a protocol. It calls only what the specification says
+every backend calls: the data order (`mlp_research.batching`) and the learning
+rate (`mlp_research.schedules`). It does not use `mlp_research.testing.reference`
+or `mlp_research.optimizers`: the kit compares against those, and a backend
+built from them would agree with the kit by construction.
 
-Float32 throughout (the specification's precision), one CPU "device", and
-the optimisers sgd and momentum. The plugin's entry point would read
-`numpy = "kit_backends.numpy_backend:NumpyBackend"`; the tests hand the kit
-the object instead.
+Float32 throughout (the specification's precision), one CPU "device", and the
+optimisers sgd and momentum. It passes the kit:
+
+    python -m mlp_research.testing.check_backend mlp_research.testing.example_backend:NumpyBackend
+
+A plugin would register it as `numpy = "my_package.backend:NumpyBackend"`
+under the entry-point group `mlp_research.backends` (WORKSPACE.md, "A backend").
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -133,8 +136,8 @@ def _zeros_like(tree: Any) -> Any:
 class NumpyTrainer:
     """One run's parameters, momentum trace, step counter and training data, as host numpy arrays.
 
-    The class constants and `_epoch_order` are separate so that tests can
-    break one thing at a time (tests/kit_backends/broken.py).
+    The class constants, `_epoch_order` and `_rng` are separate so that the
+    kit's own tests can break one thing at a time (tests/kit_backends/broken.py).
     """
 
     LEAKY_SLOPE = 0.01
@@ -149,7 +152,7 @@ class NumpyTrainer:
         relu_at_zero = 0.5 if self.spec.model == "mlp_scratch" else 0.0  # max(x, 0) splits a tie (section 3)
         pairs = activation_pairs(self.LEAKY_SLOPE, self.ELU_ALPHA, relu_at_zero)
         self.act, self.act_grad = pairs[self.spec.activation]
-        self.params = init_params(self.spec, np.random.default_rng(config.seed))
+        self.params = init_params(self.spec, self._rng())
         momentum = config.optimizer == "momentum"
         self.trace = {name: np.zeros_like(p) for name, p in self.params.items()} if momentum else {}
         self.step = 0  # updates made in the whole run
@@ -159,6 +162,10 @@ class NumpyTrainer:
 
     def describe(self) -> dict[str, Any]:
         return {"parallel": "none", "num_devices": 1, "device": "cpu", "platform": "cpu"}
+
+    def _rng(self) -> np.random.Generator:
+        """The initialisation's random stream: the seed fixes this backend's own draw (section 4)."""
+        return np.random.default_rng(self.config.seed)
 
     # ------------------------------------------------------------------ model
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
@@ -273,6 +280,55 @@ class NumpyTrainer:
         self.params = {name: np.array(params[name], np.float32) for name in self.params}
 
 
+class NumpyGroupTrainer:
+    """A `--vmap` group (base.py's `GroupTrainer`): one `NumpyTrainer` per member, trained one after another.
+
+    Each member is exactly a single run of its config, so its rows, sums,
+    parameters and state are bit-identical to that run's, and its state is an
+    ordinary single-run state. A framework would batch the members in one
+    program instead; the group's calls stay these.
+    """
+
+    def __init__(self, configs: Sequence[Config], splits: Splits, trainer_class: type[NumpyTrainer]):
+        self.trainers = [trainer_class(config, splits) for config in configs]
+        self.members = len(self.trainers)
+        self.layout = self.trainers[0].layout  # members differ only in fields that keep the layout
+        self.compile_seconds = sum(t.compile_seconds for t in self.trainers)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.trainers[0].describe(), "members": self.members}
+
+    def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
+        for k, trainer in enumerate(self.trainers):  # member k carries its own sums, sums[k]
+            trainer.start_epoch(epoch, sums[k] if sums else None)
+
+    def train_chunk(self, chunk: int) -> None:
+        for trainer in self.trainers:
+            trainer.train_chunk(chunk)
+
+    def epoch_sums(self) -> list[Sums]:
+        return [t.epoch_sums() for t in self.trainers]
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> list[Sums]:
+        return [t.evaluate(images, labels) for t in self.trainers]
+
+    def evaluate_eval_split(self) -> list[Sums]:
+        return [t.evaluate_eval_split() for t in self.trainers]
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        return [t.state_dict() for t in self.trainers]
+
+    def abstract_state_dict(self) -> dict[str, Any]:
+        return self.trainers[0].abstract_state_dict()  # one member's structure: every member's is the same
+
+    def load_state_dicts(self, states: Sequence[Any]) -> None:
+        for trainer, state in zip(self.trainers, states, strict=True):
+            trainer.load_state_dict(state)
+
+    def get_params(self) -> list[Params]:
+        return [t.get_params() for t in self.trainers]
+
+
 class NumpyBackend:
     """The backend class a plugin registers under the entry-point group `mlp_research.backends`."""
 
@@ -281,6 +337,7 @@ class NumpyBackend:
     parallel_modes = ("auto", "none")  # one device
     matmul_precisions = ("default",)  # numpy's float32
     trainer_class: type[NumpyTrainer] = NumpyTrainer
+    group_class: type[NumpyGroupTrainer] = NumpyGroupTrainer
 
     def version(self) -> str:
         return np.__version__
@@ -290,3 +347,7 @@ class NumpyBackend:
 
     def trainer(self, config: Config, splits: Splits) -> NumpyTrainer:
         return self.trainer_class(config, splits)
+
+    def group_trainer(self, configs: Sequence[Config], splits: Splits) -> NumpyGroupTrainer:
+        """Optional: with it, `--vmap` groups train; the driver has checked that only per-member fields differ."""
+        return self.group_class(configs, splits, self.trainer_class)
