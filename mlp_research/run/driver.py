@@ -264,8 +264,6 @@ def _open_workdirs(stack: contextlib.ExitStack, members: Sequence[Member], workd
     for path in dirs:
         workdir_lib.prepare_workdir(path)
         stack.enter_context(workdir_lib.WorkdirLock(path, _launch_hint))
-    if members[0].config.plot:
-        plots.preload_plotting()
     return found
 
 

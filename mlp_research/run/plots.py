@@ -1,13 +1,15 @@
 """The figure of a run (curves.png), as the book draws it: train loss, val loss and val acc per epoch.
 
-matplotlib is imported in a background thread while data load and compilation
-release the GIL (~1 s off the critical path), and the figure is skipped with a
-warning where matplotlib is not installed: it is a view of metrics.jsonl.
+matplotlib is imported when the figure is drawn, in the main thread: importing
+it in a background thread during start-up saved ~1 s, but could deadlock a run
+(that thread loading a C extension and waiting for the GIL, while the main
+thread held the GIL and waited for the dynamic loader, found in the test
+suite). The figure is skipped with a warning where matplotlib is not installed:
+it is a view of metrics.jsonl.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Iterable
 
 from mlp_research.files import atomic_path
@@ -21,18 +23,6 @@ def _import_pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _preload() -> None:
-    try:
-        _import_pyplot()
-    except ImportError:
-        pass  # plot_curves says so
-
-
-def preload_plotting() -> None:
-    """Import matplotlib in a background thread (the signal handler never raises, so this is safe)."""
-    threading.Thread(target=_preload, name="preload-matplotlib", daemon=True).start()
 
 
 def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> bool:
