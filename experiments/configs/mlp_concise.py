@@ -4,8 +4,8 @@ Command:
   python -m experiments.train --config=experiments/configs/mlp_concise.py \
       --data_dir=../shared/data/fashion_mnist --workdir=runs/mlp_concise
 
-Expected (2-core CPU, seed 0): final val_acc (test split) ~0.85, train_loss ~0.36.
-d2l's own JAX run reaches 0.861.
+Expected (2-core CPU): final val_acc (test split) 0.8657 over seeds 0-9, 95% interval [0.8630, 0.8683], single
+seeds 0.856-0.869; the book's own JAX code on the same files: 0.8677 [0.8645, 0.8709] (benchmarks/book/results/).
 """
 
 from ml_collections import ConfigDict
