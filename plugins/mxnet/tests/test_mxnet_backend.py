@@ -147,7 +147,9 @@ def test_cli_outputs_and_stop_resume_equal_an_uninterrupted_run(tmp_path) -> Non
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["backend"] == "mxnet" and summary["framework_version"] == "1.9.1"
     assert summary["device"]["platform"] == "cpu"
-    config = tiny_config(synthetic_train_size=600, synthetic_test_size=200, batch_size=64, max_epochs=2)
+    # The command line's evaluation batch (its default, 2048) too: sums of other batches round differently.
+    config = tiny_config(synthetic_train_size=600, synthetic_test_size=200, batch_size=64, max_epochs=2,
+                         eval_batch_size=Config().eval_batch_size)
     train_and_evaluate(config, str(tmp_path / "straight"))
     assert _rows(resumed) == _rows(tmp_path / "straight")
     assert len(_rows(resumed)) == 2
