@@ -21,6 +21,8 @@ this project publishes is made from several seeds with the tools here:
   round (otherwise the difference is inside the spread: noise).
 - `Spread`, `spread`, `pm`: per-seed values of one setting and their
   "mean ± std" text.
+- `bootstrap`, `percentile_interval`: an interval for a statistic no formula
+  covers (which grid point is best), by resampling whole seeds.
 
 scipy (a dependency of JAX) gives the distributions.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -263,19 +265,21 @@ def pm(s: Spread, digits: int = 4) -> str:
     return text + (f" ({s.n}/{s.runs} seeds)" if s.n < s.runs else " (1 seed)" if s.n == 1 else "")
 
 
-def peak(x: Sequence[float], y: Sequence[float]) -> float:
-    """Where y peaks over a grid x: the vertex of the parabola through the best point and its two neighbours
-    (clipped to them), the grid point itself at an edge or beside a non-finite neighbour; NaN without a finite y."""
-    ys = np.asarray([float(v) for v in y])
-    if not np.isfinite(ys).any():
-        return math.nan
-    i = int(np.nanargmax(np.where(np.isfinite(ys), ys, -np.inf)))
-    if i == 0 or i == len(ys) - 1 or not (math.isfinite(ys[i - 1]) and math.isfinite(ys[i + 1])):
-        return float(x[i])
-    (x0, x1, x2), (y0, y1, y2) = (float(x[i - 1]), float(x[i]), float(x[i + 1])), ys[i - 1:i + 2]
-    denominator = (x0 - x1) * (x0 - x2) * (x1 - x2)
-    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denominator
-    b = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / denominator
-    if a >= 0:  # flat or not a maximum: no vertex to trust
-        return x1
-    return float(min(max(-b / (2 * a), x0), x2))
+def bootstrap(values: np.ndarray, statistic: Callable[[np.ndarray], float], resamples: int = 2000,
+              seed: int = 0) -> np.ndarray:
+    """`statistic` of `values` with its last axis (the seeds) resampled with replacement, `resamples` times.
+    Whole seeds are drawn, so whatever the seeds share (pairing across settings and budgets) is kept."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[-1]
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(values[..., rng.integers(0, n, n)]) for _ in range(resamples)])
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The central `level` interval of bootstrap samples (NaN samples left out)."""
+    finite = np.asarray(samples, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return math.nan, math.nan
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))

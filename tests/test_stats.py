@@ -77,14 +77,15 @@ def test_rounds_give_median_and_range_and_consistency_needs_every_round():
     assert not stats.consistent([1.1, 0.9, 1.2]) and not stats.consistent([1.1])
 
 
-def test_peak_interpolates_between_grid_points_and_stays_at_an_edge():
-    x = np.log2([0.05, 0.1, 0.2, 0.4])
-    y = -(x - np.log2(0.15)) ** 2  # a parabola peaking between 0.1 and 0.2
-    assert 2 ** stats.peak(x, y) == pytest.approx(0.15)
-    assert stats.peak(x, [0.9, 0.8, 0.7, 0.6]) == x[0]  # best at the edge: the edge, no extrapolation
-    assert stats.peak(x, [0.7, 0.9, math.nan, 0.6]) == x[1]  # a diverged neighbour: the grid point
-    assert math.isnan(stats.peak(x, [math.nan] * 4))
 
+def test_bootstrap_resamples_whole_seeds():
+    values = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])  # two settings sharing three seeds
+    diffs = stats.bootstrap(values, lambda v: float(np.mean(v[0] - v[1])), resamples=200)
+    assert np.all(diffs == 0), "a seed drawn for one setting is drawn for the other"
+    means = stats.bootstrap(values[0], lambda v: float(np.mean(v)), resamples=2000)
+    low, high = stats.percentile_interval(means)
+    assert 1.0 <= low < 2.0 < high <= 3.0
+    assert all(math.isnan(v) for v in stats.percentile_interval(np.array([math.nan])))
 
 def test_spread_and_pm_keep_their_text():
     s = stats.spread([0.9, float("nan"), 0.8])  # a diverged seed is left out, and said so

@@ -76,11 +76,11 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
                f"No narrower width is shown equivalent to the best within ±{compare.MARGIN:g}. ")
             + f"The train-validation gap goes from {gap[0]:+.4f} at width {results[0].value} to {gap[-1]:+.4f} at "
             f"{results[-1].value}, and an epoch takes {speed:.1f}x as long at the widest as at the narrowest.")
-    trend_word = "rises" if tr.rank.rho > 0 and tr.significant else "shows no established trend"
+    trend_word = ("rises" if tr.slope.mean > 0 else "falls") if tr.significant else "shows no established trend"
     summary = (f"accuracy {trend_word} with width; best {best.value}"
                + (" (the grid's edge)" if edge else "") + (f"; {narrowest.value} equivalent" if narrowest else ""))
-    evidence = (f"Spearman rho {tr.rank.rho:.2f} (p={tr.rank.p:.1g}, {tr.rank.n} points); {tr.slope.mean:+.4f} "
-                f"[{tr.slope.low:+.4f}, {tr.slope.high:+.4f}] per doubling; best {top.text()}")
+    evidence = (f"{tr.slope.mean:+.4f} [{tr.slope.low:+.4f}, {tr.slope.high:+.4f}] per doubling (per-seed slope); "
+                f"Spearman rho {tr.rank.rho:.2f} (p={tr.rank.p:.1g}); best {top.text()}")
     return text, summary, evidence
 
 

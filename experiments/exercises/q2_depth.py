@@ -88,7 +88,8 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
     counts = ", ".join(f"{len(groups[k])} {k}" for k in ("above", "below", "equivalent", "cannot tell") if groups[k])
     summary = f"against 1 hidden layer, the {len(ranking.versus)} deeper layouts are: {counts}"
     best_gain = max(ranking.versus, key=lambda v: v.difference.mean)
-    evidence = (f"largest gain {best_gain.text()}; trend rho {tr.rank.rho:.2f} (p={tr.rank.p:.1g}); train loss "
+    evidence = (f"largest gain {best_gain.text()}; trend {tr.slope.mean:+.4f} [{tr.slope.low:+.4f}, "
+                f"{tr.slope.high:+.4f}] per layer; train loss "
                 f"{loss.mean:+.4f} [{loss.low:+.4f}, {loss.high:+.4f}] at {len(deepest.value)} layers")
     return text, summary, evidence
 

@@ -6,9 +6,9 @@ optimum, on the full training split (54,000 / 6,000), 5 seeds each, all rates an
 The chapter trains at a constant rate, so the question is answered for constant rates: the first e epochs of a
 40-epoch run are exactly the e-epoch run (same batches, same updates), and every budget is read from one run per
 (rate, seed). A schedule that depends on the budget (a decay to zero over e epochs) would need a run per budget.
-At each budget the statistic is the mean validation accuracy of the 3 epochs ending there; the best rate per
-budget comes with its interval (a parabola through the best grid rate and its neighbours in log rate, per seed),
-and the relation is the per-seed slope of log2(best rate) on log2(epochs).
+At each budget the statistic is the mean validation accuracy of the 3 epochs ending there. The best rate per
+budget is the grid rate with the highest mean; its interval, and that of the relation (the slope of log2(best
+rate) on log2(epochs)), come from resampling whole seeds (a bootstrap: which rate is best has no formula).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
+from typing import Callable
 
 import numpy as np
 from ml_collections import ConfigDict
@@ -46,24 +48,34 @@ def get_config() -> ConfigDict:
     ))
 
 
+RESAMPLES = 2000
+TOLERANCE = 1e-9  # a fitted slope this small is a flat line (the same grid rate at every budget)
+
+
 @dataclasses.dataclass
 class Budget:
-    """One epoch budget: every rate's per-seed statistic, the best rate against the others, the optimum."""
+    """One epoch budget: every rate's per-seed statistic, the best rate against the others and its interval."""
 
     epochs: int
     per_lr: list[list[float]]  # [rate][seed]
     best: int
     versus: list[compare.Versus]
-    optima: list[float]  # per seed: log2 of the interpolated best rate
-
-    @property
-    def optimum(self) -> stats.Interval:
-        return stats.interval(self.optima)
+    rates: list[float]
+    interval: tuple[float, float]  # 95% bootstrap interval of the best rate
 
     def rate_text(self) -> str:
-        """'0.31 [0.24, 0.40]': the interpolated best rate with its 95% interval (back from log2)."""
-        o = self.optimum
-        return f"{2 ** o.mean:.3g} [{2 ** o.low:.3g}, {2 ** o.high:.3g}]" if o.n > 1 else f"{2 ** o.mean:.3g}"
+        """'0.35 [0.2, 0.6]': the best grid rate and the 95% interval of which rate is best."""
+        return f"{self.rates[self.best]:g} [{self.interval[0]:g}, {self.interval[1]:g}]"
+
+
+def best_log2_rate(log2_rates: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The statistic 'log2 of the rate with the highest mean' of a [rate][seed] array (all-NaN rates never win)."""
+    def statistic(values: np.ndarray) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a rate whose every resampled seed diverged
+            means = np.nanmean(values, axis=-1)
+        return float(log2_rates[np.argmax(np.where(np.isfinite(means), means, -np.inf))])
+    return statistic
 
 
 def variants(cfg: dict, ctx: Context) -> list[seeded.Variant]:
@@ -81,8 +93,10 @@ def plan(cfg: dict, ctx: Context) -> Plan:
 def budget(results: list[Setting], epochs: int) -> Budget:
     per_lr = [[window_mean(r, epochs) for r in s.results] for s in results]
     best, versus = compare.against_best([s.label for s in results], per_lr)
-    x = [math.log2(s.value) for s in results]
-    return Budget(epochs, per_lr, best, versus, [stats.peak(x, seed) for seed in np.array(per_lr).T])
+    rates = [float(s.value) for s in results]
+    samples = stats.bootstrap(np.array(per_lr), best_log2_rate(np.log2(rates)), RESAMPLES)
+    low, high = stats.percentile_interval(samples)
+    return Budget(epochs, per_lr, best, versus, rates, (2**low, 2**high))
 
 
 def measure(cfg: dict, ctx: Context) -> tuple[list[Setting], list[Budget]]:
@@ -90,21 +104,42 @@ def measure(cfg: dict, ctx: Context) -> tuple[list[Setting], list[Budget]]:
     return results, [budget(results, int(e)) for e in sorted(cfg["epoch_budgets"])]
 
 
-def relation(budgets: list[Budget]) -> stats.Interval:
-    """Per-seed slope of log2(best rate) on log2(epochs), with its interval over seeds."""
-    per_seed = np.array([b.optima for b in budgets]).T  # [seed][budget]
-    return stats.slopes([math.log2(b.epochs) for b in budgets], per_seed.tolist())
+@dataclasses.dataclass(frozen=True)
+class Relation:
+    """The slope of log2(best rate) on log2(epochs) over the budgets, and its 95% bootstrap interval."""
+
+    slope: float
+    low: float
+    high: float
+
+    def record(self) -> dict:
+        return {"log2_best_lr_per_log2_epochs": self.slope, "ci95": [self.low, self.high],
+                "method": f"seed bootstrap, {RESAMPLES} resamples"}
 
 
-def relation_sentence(slope: stats.Interval, budgets: list[Budget]) -> str:
+def relation(budgets: list[Budget]) -> Relation:
+    log2_epochs = np.log2([b.epochs for b in budgets])
+    pick = best_log2_rate(np.log2(budgets[0].rates))
+
+    def slope(values: np.ndarray) -> float:  # values: [budget][rate][seed]
+        return float(np.polyfit(log2_epochs, [pick(v) for v in values], 1)[0]) if len(budgets) > 1 else math.nan
+
+    values = np.array([b.per_lr for b in budgets])
+    return Relation(slope(values), *stats.percentile_interval(stats.bootstrap(values, slope, RESAMPLES)))
+
+
+def relation_sentence(r: Relation, budgets: list[Budget]) -> str:
     """The one sentence on how the best rate depends on the budget, from the slope's interval."""
     first, last = budgets[0], budgets[-1]
-    factor = (f"a factor {2 ** slope.mean:.2f} [{2 ** slope.low:.2f}, {2 ** slope.high:.2f}] per doubling of the "
-              f"epochs (per-seed slope of log2 best rate on log2 epochs, {slope.n} seeds)")
+    factor = (f"a factor {2 ** r.slope:.2f} [{2 ** r.low:.2f}, {2 ** r.high:.2f}] per doubling of the epochs "
+              "(slope of log2 best rate on log2 epochs, 95% seed-bootstrap interval)")
     span = f"from {first.rate_text()} at {first.epochs} epochs to {last.rate_text()} at {last.epochs}"
-    if slope.n > 1 and slope.high < 0:
+    if max(abs(r.low), abs(r.high)) < TOLERANCE:
+        return (f"The best grid rate is {first.rates[first.best]:g} at every budget from {first.epochs} to "
+                f"{last.epochs} epochs, in every bootstrap resample: on this grid it does not depend on the budget.")
+    if r.high < -TOLERANCE:
         return f"The best rate falls as the budget grows, {span}: {factor}."
-    if slope.n > 1 and slope.low > 0:
+    if r.low > TOLERANCE:
         return f"The best rate rises as the budget grows, {span}: {factor}."
     return (f"The data cannot tell whether the best rate depends on the budget between {first.epochs} and "
             f"{last.epochs} epochs ({span}; {factor}, an interval that includes 1).")
@@ -123,13 +158,11 @@ def figure(results: list[Setting], budgets: list[Budget], ctx: Context) -> list[
                              color="w", weight="bold" if i == b.best else "normal")
     axes[0].set(xlabel="epochs", ylabel="learning rate", title="mean statistic (blank: every seed diverged)")
     fig.colorbar(im, ax=axes[0])
-    opt = [b.optimum for b in budgets]
-    epochs = [b.epochs for b in budgets]
-    axes[1].errorbar(epochs, [2 ** o.mean for o in opt], fmt="o-", capsize=3,
-                     yerr=np.nan_to_num([[2 ** o.mean - 2 ** o.low for o in opt], [2 ** o.high - 2 ** o.mean
-                                                                                   for o in opt]]))
+    best = [b.rates[b.best] for b in budgets]
+    axes[1].errorbar([b.epochs for b in budgets], best, fmt="o-", capsize=3, yerr=np.nan_to_num(
+        [[r - b.interval[0] for r, b in zip(best, budgets)], [b.interval[1] - r for r, b in zip(best, budgets)]]))
     axes[1].set(xscale="log", yscale="log", xlabel="epochs", ylabel="best learning rate",
-                title="Interpolated best rate per budget (95% CI)")
+                title="Best grid rate per budget (95% seed bootstrap)")
     return [save_figure(fig, ctx, "q4_learning_rate.png")]
 
 
@@ -148,25 +181,26 @@ def tables(results: list[Setting], budgets: list[Budget]) -> list[Table]:
     return [Table(["lr \\ epochs"] + [str(b.epochs) for b in budgets], grid,
                   f"Validation accuracy of the {settings_lib.STAT_EPOCHS} epochs ending at each budget, mean ± half "
                   f"the 95% interval over {n} seeds (bold: best per budget; div: every seed diverged)"),
-            Table(["epochs", "best grid rate", "its statistic [95% CI]", "interpolated best rate [95% CI]",
+            Table(["epochs", "best grid rate", "its statistic [95% CI]", "best rate [95% bootstrap interval]",
                    "rates not separated from it (Holm)"], best, "The best rate per budget")]
 
 
 def answer(results: list[Setting], budgets: list[Budget]) -> tuple[str, str, str]:
     """(answer, one-line summary, evidence), every number from the results."""
-    slope = relation(budgets)
+    r = relation(budgets)
     diverged = [s.label for s in results if s.diverged()]
     parts = [f"{b.epochs} epochs: **{results[b.best].label}** ({stats.interval(b.per_lr[b.best]).text()}; "
-             f"interpolated {b.rate_text()})" for b in budgets]
+             f"best rate {b.rate_text()})" for b in budgets]
     last = budgets[-1]
     edges = [f"{b.epochs} ({results[b.best].label})" for b in budgets if b.best in (0, len(results) - 1)]
-    edge = (f" At {', '.join(edges)} epochs the best rate is at the grid's edge: the optimum may lie beyond it, and "
-            "its interpolation stops there." if edges else "")
-    text = ("Best rate per epoch budget: " + "; ".join(parts) + ". " + relation_sentence(slope, budgets) + edge + " "
+    edge = (f" At {', '.join(edges)} epochs the best rate is at the grid's edge: the optimum may lie beyond it."
+            if edges else "")
+    text = ("Best rate per epoch budget (statistic, 95% CI; which rate is best, 95% seed-bootstrap interval): "
+            + "; ".join(parts) + ". " + relation_sentence(r, budgets) + edge + " "
             + compare.verdict_sentence(results[last.best].label, last.versus, f"rate at {last.epochs} epochs")
             + (f" Rates {', '.join(diverged)} diverged in at least one seed (non-finite loss)." if diverged else ""))
-    summary = relation_sentence(slope, budgets).split(":")[0].split(" (")[0]
-    evidence = (f"slope {slope.mean:+.2f} [{slope.low:+.2f}, {slope.high:+.2f}] log2 rate per doubling; best at "
+    summary = relation_sentence(r, budgets).split(":")[0].split(" (")[0]
+    evidence = (f"slope {r.slope:+.2f} [{r.low:+.2f}, {r.high:+.2f}] log2 rate per doubling of the epochs; best at "
                 f"{budgets[0].epochs}: {budgets[0].rate_text()}, at {last.epochs}: {last.rate_text()}")
     return text, summary, evidence
 
@@ -174,16 +208,13 @@ def answer(results: list[Setting], budgets: list[Budget]) -> tuple[str, str, str
 def section(cfg: dict, ctx: Context) -> Section:
     results, budgets = measure(cfg, ctx)
     ranking = seeded.Ranking(results, budgets[-1].best, budgets[-1].versus)
-    best_by_epochs = {str(b.epochs): {"lr": results[b.best].value, "stat": stats.interval(b.per_lr[b.best]).as_dict(),
-                                      "interpolated_lr": {"mean": 2 ** b.optimum.mean,
-                                                          "ci95": [2 ** b.optimum.low, 2 ** b.optimum.high]},
+    best_by_epochs = {str(b.epochs): {"lr": b.rates[b.best], "lr_ci95": list(b.interval),
+                                      "stat": stats.interval(b.per_lr[b.best]).as_dict(),
                                       "against_best": [v.record() for v in b.versus]} for b in budgets}
-    slope = relation(budgets)
     base = ctx.config(**cfg["base"])
     setup = run_setup(base, max(b.epochs for b in budgets), cfg["seeds"], lr=f"{[s.value for s in results]}") + (
         f"; budgets {[b.epochs for b in budgets]} read from the same runs")
     return seeded.section(sys.modules[__name__], cfg, ctx, ranking, tables(results, budgets),
                           figure(results, budgets, ctx), answer(results, budgets), setup,
-                          best_lr_by_epochs=best_by_epochs,
-                          relation={"log2_lr_per_log2_epochs": slope.as_dict()},
+                          best_lr_by_epochs=best_by_epochs, relation=relation(budgets).record(),
                           per_budget_stat={str(b.epochs): b.per_lr for b in budgets})

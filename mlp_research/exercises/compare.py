@@ -9,8 +9,10 @@ The rules every answer follows (stated once, in `RULES`):
 - "no difference" is said only when a two one-sided test puts the difference
   inside +-`MARGIN`; when neither test decides, the answer says the data cannot
   tell;
-- a monotone effect (accuracy against log width, depth) is tested as one trend
-  over every (setting, seed) point: Spearman's rho, and the per-seed slope.
+- a monotone effect (accuracy against log width, depth) is tested as one
+  trend: the regression slope fitted per seed (paired, like the comparisons)
+  with its interval over seeds, Spearman's rho over every (setting, seed)
+  point beside it.
 
 The numbers come from `mlp_research.stats`; nothing here is hard-coded.
 """
@@ -29,8 +31,9 @@ ALPHA = 0.05
 MARGIN = 0.005  # half a point of accuracy: a smaller difference counts as none
 RULES = (f"settings are compared seed by seed (paired t-tests, 95% intervals); several comparisons against one best "
          f"are Holm-corrected at {ALPHA:g}; \"equivalent\" means a two one-sided test (TOST, 5%) puts the difference "
-         f"inside ±{MARGIN:g}; otherwise the data cannot tell; monotone effects are tested as a trend over every "
-         "(setting, seed) point (Spearman's rho)")
+         f"inside ±{MARGIN:g}; otherwise the data cannot tell; monotone effects are tested as a trend: the regression "
+         "slope fitted per seed, with its 95% interval over seeds (Spearman's rho over every (setting, seed) point "
+         "beside it)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +106,9 @@ def verdict_sentence(reference: str, results: Sequence[Versus], what: str, role:
     if g["cannot tell"]:
         parts.append("the data cannot tell (neither a difference nor equivalence within "
                      f"±{MARGIN:g}): {', '.join(r.text() for r in g['cannot tell'])}")
-    return (f"Against the {role} {what} ({reference}), paired by seed and Holm-corrected over {len(results)} "
-            f"comparisons: " + "; ".join(parts) + ".")
+    n = len(results)
+    return (f"Against the {role} {what} ({reference}), paired by seed and Holm-corrected over {n} "
+            f"comparison{'s' if n != 1 else ''}: " + "; ".join(parts) + ".")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +118,8 @@ class TrendResult:
 
     @property
     def significant(self) -> bool:
-        return self.rank.p < ALPHA
+        """The per-seed slope's interval excludes 0 (the seeds agree on the direction beyond their spread)."""
+        return self.slope.n > 1 and (self.slope.low > 0 or self.slope.high < 0)
 
     def record(self) -> dict:
         return {"spearman_rho": self.rank.rho, "p": self.rank.p, "points": self.rank.n,
@@ -130,14 +135,12 @@ def trend(x: Sequence[float], per_setting: Sequence[Sequence[float]]) -> TrendRe
 
 
 def trend_sentence(result: TrendResult, x_name: str, unit: str) -> str:
-    """'Accuracy rises with log2 width: Spearman rho 0.81 over 45 points (p=1e-11); per doubling +0.006 [...]'."""
+    """'Validation accuracy rises with log2 width: +0.006 [0.004, 0.008] per doubling (...); Spearman's rho ...'."""
     r, s = result.rank, result.slope
-    if not math.isfinite(r.p):
-        return f"Too few points to test a trend in {x_name}."
-    direction = "rises" if r.rho > 0 else "falls"
-    slope = f"{s.mean:+.4f} [{s.low:+.4f}, {s.high:+.4f}] per {unit} (per-seed slope, 95% interval)"
+    if s.n < 2:
+        return f"Too few seeds to test a trend in {x_name}."
+    slope = (f"{s.mean:+.4f} [{s.low:+.4f}, {s.high:+.4f}] per {unit} (regression slope per seed, 95% interval over "
+             f"{s.n} seeds; Spearman's rho {r.rho:.2f} over {r.n} (setting, seed) points, p={r.p:.2g})")
     if result.significant:
-        return (f"Validation accuracy {direction} with {x_name}: Spearman's rho {r.rho:.2f} over {r.n} (setting, seed) "
-                f"points, p={r.p:.2g}; {slope}.")
-    return (f"No monotone trend in {x_name} is established: Spearman's rho {r.rho:.2f} over {r.n} points, "
-            f"p={r.p:.2g}; {slope}.")
+        return f"Validation accuracy {'rises' if s.mean > 0 else 'falls'} with {x_name}: {slope}."
+    return f"No trend in {x_name} is established: {slope}."
