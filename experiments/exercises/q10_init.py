@@ -112,11 +112,7 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
 
 
 def section(cfg: dict, ctx: Context) -> Section:
-    results = measure(cfg, ctx)
-    ranking = seeded.rank(results)
-    table = seeded.table(ranking, ("init", lambda s: s.label), [
-        seeded.TRAIN_LOSS,
-        ("diverged seeds", lambda s: f"{s.diverged()}/{len(s.results)}"),
+    return seeded.compose(sys.modules[__name__], cfg, ctx, measure(cfg, ctx), ("init", lambda s: s.label), [
+        seeded.TRAIN_LOSS, ("diverged seeds", lambda s: f"{s.diverged()}/{len(s.results)}"),
         ("distinct hidden units", lambda s: fmt(_mean(s, "distinct_units"), 1)),
         ("active units", lambda s: fmt(_mean(s, "active_units"), 1))])
-    return seeded.section(sys.modules[__name__], cfg, ctx, ranking, [table], figure(results, ctx), answer(results))

@@ -86,11 +86,8 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
 
 def section(cfg: dict, ctx: Context) -> Section:
     results = measure(cfg, ctx)
-    ranking = seeded.rank(results)
-    table = seeded.table(ranking, ("num_hiddens", lambda s: s.value), [
+    tr = compare.trend([math.log2(s.value) for s in results], [s.stat for s in results])
+    return seeded.compose(sys.modules[__name__], cfg, ctx, results, ("num_hiddens", lambda s: s.value), [
         ("params", lambda s: s.first("num_params")),
         ("train acc (final)", lambda s: fmt(interval(s.final("train_acc")).mean)),
-        seeded.EPOCH_SECONDS])
-    tr = compare.trend([math.log2(s.value) for s in results], [s.stat for s in results])
-    return seeded.section(sys.modules[__name__], cfg, ctx, ranking, [table], figure(results, ctx),
-                          answer(results), trend=tr.record())
+        seeded.EPOCH_SECONDS], trend=tr.record())

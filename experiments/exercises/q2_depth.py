@@ -96,10 +96,6 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
 
 def section(cfg: dict, ctx: Context) -> Section:
     results = measure(cfg, ctx)
-    ranking = seeded.rank(results, baseline(results))
-    table = seeded.table(ranking, ("hiddens", lambda s: s.label), [
-        ("params", lambda s: s.first("num_params")),
-        seeded.TRAIN_LOSS])
     tr = compare.trend([len(s.value) for s in results], [s.stat for s in results])
-    return seeded.section(sys.modules[__name__], cfg, ctx, ranking, [table], figure(results, ctx), answer(results),
-                          trend=tr.record())
+    return seeded.compose(sys.modules[__name__], cfg, ctx, results, ("hiddens", lambda s: s.label), [
+        ("params", lambda s: s.first("num_params")), seeded.TRAIN_LOSS], baseline(results), trend=tr.record())

@@ -85,9 +85,5 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
 
 
 def section(cfg: dict, ctx: Context) -> Section:
-    results = measure(cfg, ctx)
-    ranking = seeded.rank(results)
-    table = seeded.table(ranking, ("activation", lambda s: s.label), [
-        seeded.TRAIN_LOSS,
-        seeded.EPOCH_SECONDS])
-    return seeded.section(sys.modules[__name__], cfg, ctx, ranking, [table], figure(results, ctx), answer(results))
+    return seeded.compose(sys.modules[__name__], cfg, ctx, measure(cfg, ctx), ("activation", lambda s: s.label),
+                          [seeded.TRAIN_LOSS, seeded.EPOCH_SECONDS])

@@ -111,6 +111,15 @@ def table(ranking: Ranking, first: Column, extra: Sequence[Column] = ()) -> Tabl
                  f"within ±{compare.MARGIN:g} / cannot tell)")
 
 
+def compose(module: Any, cfg: dict, ctx: Context, results: list[Setting], first: Column,
+            extra: Sequence[Column] = (), reference: int | None = None, **record_extra: Any) -> Section:
+    """The usual seeded question's Section: its ranking (against the best, or `reference`), one table, the
+    module's `figure(results, ctx)` and `answer(results)`."""
+    ranking = rank(results, reference)
+    return section(module, cfg, ctx, ranking, [table(ranking, first, extra)], module.figure(results, ctx),
+                   module.answer(results), **record_extra)
+
+
 def section(module: Any, cfg: dict, ctx: Context, ranking: Ranking, tables: list[Table], figures: list[str],
             lines: tuple[str, str, str], setup: str = "", **extra: Any) -> Section:
     """A seeded question's Section: `lines` is (answer, one-line summary, evidence); `setup` replaces the line
