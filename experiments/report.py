@@ -78,6 +78,7 @@ def main(argv: list[str]) -> None:
     from mlp_research.exercises.plan import as_plan
 
     book_path = book.find(FLAGS.book)
+    book_data = book.load(book_path) if book_path else None  # refused, like the flags, before anything is written
     ctx = Context(workdir=FLAGS.workdir, dataset=dataset, data_dir=os.path.abspath(data_dir) if data_dir else "",
                   smoke=FLAGS.smoke, log=lambda line: print(line, flush=True), search_workers=FLAGS.search_workers,
                   matmul_precision=FLAGS.matmul_precision or TRAINING_PRECISION)
@@ -92,8 +93,8 @@ def main(argv: list[str]) -> None:
         except Exception as e:  # noqa: BLE001 -- a plan is an estimate; the run reports real errors
             print(f"== {qid}: no time estimate ({type(e).__name__}: {e})", flush=True)
     sections, failures = [], {}
-    if book_path:
-        sections.append(book.section(book.load(book_path), book_path))
+    if book_data is not None:
+        sections.append(book.section(book_data, book_path))
     for qid in ORDER:
         if qid not in only:  # keep the section an earlier run stored, without rerunning it
             stored = report.load_section(FLAGS.workdir, qid)
