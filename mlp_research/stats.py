@@ -14,7 +14,15 @@ this project publishes is made from several seeds with the tools here:
   the difference inside a stated margin; a non-significant test alone says the
   data cannot tell.
 - `trend`: a monotone effect (accuracy against log width) tested as one
-  rank correlation, not as isolated pairs.
+  rank correlation, not as isolated pairs; `slopes` gives its size (the
+  per-seed regression slope, with an interval over seeds).
+- `rounds`: a timing repeated in interleaved rounds, as its median and range;
+  `consistent` says whether a ratio of two timings kept its direction in every
+  round (otherwise the difference is inside the spread: noise).
+- `Spread`, `spread`, `pm`: per-seed values of one setting and their
+  "mean ± std" text.
+- `bootstrap`, `percentile_interval`: an interval for a statistic no formula
+  covers (which grid point is best), by resampling whole seeds.
 
 scipy (a dependency of JAX) gives the distributions.
 """
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -168,3 +176,110 @@ def trend(x: Sequence[float], y: Sequence[float]) -> Trend:
 
     result = stats.spearmanr([a for a, _ in pairs], [b for _, b in pairs])
     return Trend(float(result.statistic), float(result.pvalue), len(pairs))
+
+
+def slopes(x: Sequence[float], per_seed: Sequence[Sequence[float]], level: float = LEVEL) -> Interval:
+    """The least-squares slope of y on x fitted per seed (each row of `per_seed` is one seed's y over x), and the
+    interval of their mean: seeds are independent, the settings within a seed are not."""
+    fitted = []
+    for ys in per_seed:
+        pairs = [(a, b) for a, b in zip(x, ys) if math.isfinite(a) and math.isfinite(b)]
+        if len(pairs) >= 2 and len({a for a, _ in pairs}) >= 2:
+            xs, yv = np.array(pairs).T
+            fitted.append(float(np.polyfit(xs, yv, 1)[0]))
+    return interval(fitted, level)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rounds:
+    """A timing repeated in rounds: the median and the range (min, max) of its finite values."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def spread(self) -> float:
+        """The range relative to the median (0.12: the rounds span 12% of the median)."""
+        return (self.high - self.low) / self.median if self.n and self.median else math.nan
+
+    def as_dict(self) -> dict:
+        return {"median": self.median, "min": self.low, "max": self.high, "rounds": self.n}
+
+    def text(self, digits: int = 1) -> str:
+        """'251.3 (237.0-258.1)': the median and the range over the rounds."""
+        if not self.n:
+            return "n/a"
+        return f"{self.median:,.{digits}f} ({self.low:,.{digits}f}-{self.high:,.{digits}f})"
+
+
+def rounds(values: Sequence[float]) -> Rounds:
+    x = _finite(values)
+    if not len(x):
+        return Rounds(math.nan, math.nan, math.nan, 0)
+    return Rounds(float(np.median(x)), float(x.min()), float(x.max()), len(x))
+
+
+def consistent(ratios: Sequence[float]) -> bool:
+    """True when every per-round ratio lies on the same side of 1 (at least two rounds): a difference no round
+    contradicts. Otherwise the difference is inside the round-to-round spread."""
+    x = _finite(ratios)
+    return len(x) >= 2 and (bool(np.all(x > 1)) or bool(np.all(x < 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """Per-seed values of one metric for one setting (non-finite values, e.g. diverged seeds, left out)."""
+
+    values: tuple[float, ...]
+    runs: int  # seeds run, including those whose value was not finite
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (ddof=1); 0 for a single value."""
+        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0 if self.n else math.nan
+
+
+def spread(values: Iterable[float]) -> Spread:
+    raw = [float(v) for v in values]
+    return Spread(tuple(v for v in raw if math.isfinite(v)), len(raw))
+
+
+def pm(s: Spread, digits: int = 4) -> str:
+    """`0.8512 ± 0.0021` (`n/a` when no seed gave a finite value; `(k/n)` when some did not).
+
+    A single value has no spread to show: `0.9094 (1 seed)`, never a misleading `± 0`.
+    """
+    if not s.n:
+        return "n/a"
+    text = f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" if s.n > 1 else f"{s.mean:.{digits}f}"
+    return text + (f" ({s.n}/{s.runs} seeds)" if s.n < s.runs else " (1 seed)" if s.n == 1 else "")
+
+
+def bootstrap(values: np.ndarray, statistic: Callable[[np.ndarray], float], resamples: int = 2000,
+              seed: int = 0) -> np.ndarray:
+    """`statistic` of `values` with its last axis (the seeds) resampled with replacement, `resamples` times.
+    Whole seeds are drawn, so whatever the seeds share (pairing across settings and budgets) is kept."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[-1]
+    rng = np.random.default_rng(seed)
+    return np.array([statistic(values[..., rng.integers(0, n, n)]) for _ in range(resamples)])
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The central `level` interval of bootstrap samples (NaN samples left out)."""
+    finite = np.asarray(samples, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return math.nan, math.nan
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))

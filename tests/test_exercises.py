@@ -1,4 +1,5 @@
-"""Exercises: resumable sweeps through the driver, vmapped groups equal to single runs, noise statistics, the report."""
+"""Exercises: resumable sweeps through the driver, vmapped groups equal to single runs, the shared trial pool, the
+question modules end to end, the report and its links."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, real_data_dir, tiny_config
+from experiments.exercises import ORDER, question, settings
 from mlp_research.errors import ConfigError
-from mlp_research.exercises import ORDER, question, report, stats, sweeps
-from mlp_research.exercises.common import Context, Section, Table, deep_update, load_experiment
+from mlp_research.exercises import report, sweeps
+from mlp_research.exercises.common import Context, Section, Table, deep_update
+from mlp_research.exercises.plan import as_plan
 from mlp_research.exercises.report import render_report
 from mlp_research.exercises.sweeps import Trial, run_sweep
 from mlp_research.run import driver, members
@@ -109,42 +112,25 @@ def test_vmap_group_rejects_mixed_shapes_and_marks_divergence(tmp_path):
     assert summaries[0]["final"]["train_acc"] > 0.5
 
 
-def test_noise_rule_is_welchs_test():
-    from scipy import stats as sps
-
-    a, b = [0.81, 0.83, 0.82], [0.84, 0.86, 0.87]
-    expected = sps.ttest_ind(a, b, equal_var=False).pvalue
-    assert stats.welch_p(stats.spread(a), stats.spread(b)) == pytest.approx(expected, rel=1e-9)
-    assert not stats.within_noise(stats.spread(a), stats.spread(b))  # p ~ 0.02
-    assert stats.within_noise(stats.spread([0.81, 0.85, 0.83]), stats.spread([0.82, 0.86, 0.80]))
-    best, tied, worse = stats.noise_groups(["a", "b", "c"], [stats.spread(a), stats.spread(b),
-                                                             stats.spread([0.85, 0.88, 0.86])])
-    assert (best, tied, worse) == (2, ["b"], ["a"])
-    s = stats.spread([0.9, float("nan"), 0.8])  # a diverged seed is left out, and said so
-    assert s.n == 2 and s.runs == 3 and "(2/3 seeds)" in stats.pm(s)
-    assert stats.pm(stats.spread([0.9094])) == "0.9094 (1 seed)"  # no spread claimed from one run
-
-
 TINY = {
     "q1": dict(widths=[4, 16], base=dict(max_epochs=1, train_subset=600)),
     "q2": dict(hiddens=[[16], [16, 16]], base=dict(max_epochs=1, train_subset=600)),
-    "q3": dict(widths=[1, 16], seeds=[0, 1], base=dict(max_epochs=1, train_subset=600)),
-    "q4": dict(lrs=[0.1, 1e4], epoch_budgets=[1, 2], speed_lrs=[0.1, 0.3], speed_epochs=2,
-               base=dict(train_subset=600)),
+    "q3": dict(widths=[1, 16], base=dict(max_epochs=1, train_subset=600)),
+    "q4": dict(lrs=[0.1, 0.3, 1e4], epoch_budgets=[1, 2, 3], base=dict(train_subset=600)),
     "q5": dict(n_trials=2, seeds=[0], retrain_seeds=[0, 1], top=1,
                space_overrides=dict(fixed=dict(train_subset=600), params=dict(width=dict(choices=[16])))),
-    "q6": dict(hiddens=[[16], [16, 16]], models=["mlp_scratch", "mlp"], backends=["jax", "torch"],
-               base=dict(max_epochs=2, train_subset=600)),
-    "q7": dict(sizes=[64, 65], reps=1),
-    "q8": dict(num_floats=2**20, reps=2),
+    "q6": dict(hiddens=[[16], [16, 16]], models=["mlp_scratch", "mlp"], backends=["jax", "torch"], rounds=2,
+               base=dict(train_subset=600)),
+    "q7": dict(sizes=[64, 65], reps=1, rounds=2),
+    "q8": dict(num_floats=2**20, reps=2, rounds=2),
     "q9": dict(activations=["relu", "tanh"], base=dict(num_hiddens=[16], max_epochs=1, train_subset=600)),
-    "q10": dict(inits=["normal_0.01", "he", "zeros"], base=dict(num_hiddens=[16], max_epochs=1, train_subset=600)),
+    "q10": dict(inits=["normal_0.01", "default", "zeros"], base=dict(num_hiddens=[16], max_epochs=1,
+                                                                   train_subset=600)),
 }
 
 
 def _tiny(qid: str) -> dict:
-    path = next(p for p in (REPO / "experiments" / "exercises").glob(f"{qid}_*.py"))
-    return deep_update(load_experiment(str(path), smoke=True), TINY[qid])
+    return deep_update(settings(qid, smoke=True), TINY[qid])
 
 
 def test_report_renders_all_ten_sections_from_a_tiny_run(tmp_path):
@@ -156,16 +142,37 @@ def test_report_renders_all_ten_sections_from_a_tiny_run(tmp_path):
         assert section.answer and section.tables and section.figures
         for fig in section.figures:
             assert (tmp_path / fig).is_file()
-    # q4's grid has a row per learning rate and a column per epoch budget; lr 1e4 diverges in every seed.
-    assert re.search(r"\| 0\.1 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ ± [0-9.]+ \|", text)
-    assert re.search(r"\| 10000 \| (div|[0-9.]+ ± [0-9.]+) \| (div|[0-9.]+ ± [0-9.]+) \|", text)
-    for qid in ("q1", "q2", "q4", "q9", "q10"):  # honest comparisons: seeds, mean and std
+    assert report.broken_links(text, str(tmp_path)) == []
+    # q4's grid has a row per learning rate and a column per epoch budget (div: every seed diverged).
+    cell = r"(div|\**[0-9.]+ ±[0-9.]+\**)"
+    assert re.search(rf"\| 0\.1 \| {cell} \| {cell} \| {cell} \|", text)
+    assert re.search(rf"\| 10000 \| {cell} \| {cell} \| {cell} \|", text)
+    for qid in ("q1", "q2", "q3", "q4", "q9", "q10"):  # every setting: per-seed values, a mean and its interval
         headline = next(s for s in sections if s.qid == qid).headline
-        assert headline["seeds"] >= 3 and {"mean", "std"} <= set(headline["val_acc"])
+        assert headline["seeds"] >= 3 and headline["train_examples"] == 600
+        for setting in headline["settings"]:
+            assert len(setting["stat"]) == len(setting["seeds"]) == headline["seeds"] and len(setting["ci95"]) == 2
+    assert set(next(s for s in sections if s.qid == "q4").headline["best_lr_by_epochs"]) == {"1", "2", "3"}
+    for qid in ("q6", "q7", "q8"):
+        assert next(s for s in sections if s.qid == qid).headline["rounds"] == 2
     # A second pass reuses every trial: nothing trains again.
     lines: list[str] = []
     question("q1").section(_tiny("q1"), Context(workdir=str(tmp_path), dataset="synthetic", log=lines.append))
     assert lines and all("finished earlier" in line for line in lines)
+
+
+def test_questions_share_identical_trials_and_plans_count_them_once(tmp_path, monkeypatch):
+    """Q1's and Q3's width-16 runs are one config: trained once, listed once by the plans."""
+    ctx = Context(workdir=str(tmp_path), dataset="synthetic", log=lambda line: None)
+    plans = {q: as_plan(question(q).plan(_tiny(q), ctx)) for q in ("q1", "q3")}
+    seen: set = set()
+    q1, q3 = plans["q1"].work(seen), plans["q3"].work(seen)
+    assert q1.epochs == 2 * 3 and q3.epochs == 1 * 3, "q3's width 16 is q1's: only width 1 is q3's own"
+    question("q1").section(_tiny("q1"), ctx)
+    assert plans["q3"].work(only_pending=True).epochs == 3
+    calls = _count_groups(monkeypatch)
+    question("q3").section(_tiny("q3"), ctx)
+    assert calls.count(3) == 2, "width 1 trains (3 seeds); width 16 only reloads its parameters for the analysis"
 
 
 def test_corrupt_stored_section_is_ignored_with_a_warning(tmp_path, capsys):
@@ -217,16 +224,19 @@ def test_report_smoke_end_to_end(tmp_path):
     text = (work / "REPORT.md").read_text()
     for qid in ORDER:
         assert f"## {qid.upper()}. " in text and "(failed)" not in text
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
-    assert len(links) >= 10
-    for link in links:
-        assert not os.path.isabs(link) and (work / link).is_file(), link
+        assert f"| [{qid.upper()}](#" in text, "the summary table links every question"
+    assert "AVX-512:" in text and "AMX:" in text and " cores" in text.split("**Hardware:**")[1].split("\n")[0]
+    assert report.broken_links(text, str(work)) == []
+    assert len(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)) >= 10
     assert text.count("**Answer.**") == 10 and text.count("**Hardware.**") == 10
     assert str(REPO) not in text and str(tmp_path) not in text
     record = json.loads((work / "report.json").read_text())
-    assert {"commit", "generated", "device", "wall_seconds"} <= set(record)
-    for qid in ("q1", "q2", "q4", "q9", "q10"):
-        assert record[qid]["seeds"] >= 3 and "± " in text.split(f"## {qid.upper()}. ")[1].split("## ")[0]
+    assert {"commit", "generated", "device", "hardware", "wall_seconds"} <= set(record)
+    for qid in ("q1", "q2", "q3", "q4", "q9", "q10"):
+        assert record[qid]["seeds"] >= 3 and all(len(s["stat"]) == record[qid]["seeds"] and s["ci95"]
+                                                 for s in record[qid]["settings"])
+    assert len(record["q4"]["best_lr_by_epochs"]) >= 3
+    assert all(record[q]["rounds"] >= 5 for q in ("q6", "q7", "q8"))
     q5 = record["q5"]  # issue 21's protocol: epochs searched, a random baseline, reruns, a retrain over seeds
     best = q5["best"]
     assert "max_epochs" in q5["space"] and q5["epochs"]["in_space"] and len(q5["reruns"]) >= 3
@@ -234,14 +244,21 @@ def test_report_smoke_end_to_end(tmp_path):
     assert len(best["test_acc_values"]) >= 5 and best["ci95"][0] <= best["test_acc"] <= best["ci95"][1]
     assert {"val_acc", "hyperparameters", "command", "command_seed", "command_test_acc"} <= set(best)
 
-    # --only reruns one question (reusing its stored results), keeps the other nine sections, and publishes.
-    proc = _report(args + ["--only=q8", f"--publish={tmp_path / 'pub'}"], 300)
+    # --only reruns one question (reusing its stored results), keeps the other nine sections, adds the book
+    # comparison's stored results, and publishes.
+    book = {"jax": {"mlp": {side: {"runs": [0.85, 0.86, 0.87]} for side in ("book", "project")}},
+            "factors": [{"factor": "data order", "effect": 0.004}]}
+    (tmp_path / "book.json").write_text(json.dumps(book))
+    proc = _report(args + ["--only=q8", f"--publish={tmp_path / 'pub'}", f"--book={tmp_path / 'book.json'}"], 300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "measured earlier, reusing" in proc.stdout and "== q1" not in proc.stdout
     again = (work / "REPORT.md").read_text()
     assert all(f"## {qid.upper()}. " in again for qid in ORDER)
+    assert "| [Book](#the-chapters-default-against-the-books-own-code) |" in again
+    assert json.loads((work / "report.json").read_text())["book"]["jax"]["mlp"]["book"]["runs"] == [0.85, 0.86, 0.87]
     published = sum(p.stat().st_size for p in (tmp_path / "pub").rglob("*") if p.is_file())
     assert (tmp_path / "pub" / "report.json").is_file() and published < 5 * 2**20
+    assert report.broken_links((tmp_path / "pub" / "REPORT.md").read_text(), str(tmp_path / "pub")) == []
 
     # q5's command retrains the chosen configuration from scratch (the seed nearest the mean) and lands inside the
     # interval of the mean, reproducing that seed's test accuracy.
@@ -254,6 +271,21 @@ def test_report_smoke_end_to_end(tmp_path):
     assert summary["eval_split"] == "test"
     assert abs(summary["final"]["val_acc"] - best["command_test_acc"]) <= 0.005
     assert best["ci95"][0] <= summary["final"]["val_acc"] <= best["ci95"][1]
+
+
+def test_estimate_prints_every_questions_plan_and_runs_nothing(tmp_path):
+    proc = _report(["--estimate", f"--workdir={tmp_path / 'w'}"], 300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if re.match(r"\| q\d", line)}
+    assert set(rows) == set(ORDER)
+    assert "8 widths x 5 seeds x 10 epochs" in rows["q1"] and "| 400 | 21600000 |" in rows["q1"]
+    assert "6 rates x 5 seeds x 40 epochs" in rows["q4"]
+    assert "| total |" in proc.stdout and not (tmp_path / "w" / "trials").exists()
+
+
+def test_published_report_links_resolve():
+    path = REPO / "docs" / "exercises" / "REPORT.md"
+    assert report.broken_links(path.read_text(), str(path.parent)) == []
 
 
 def test_finished_trial_from_before_a_new_config_field_is_still_finished(tmp_path):

@@ -60,3 +60,34 @@ def test_trend_is_spearman_over_every_point():
     want = scipy_stats.spearmanr(np.log2(widths), accuracy)
     assert got.rho == pytest.approx(want.statistic) and got.p == pytest.approx(want.pvalue) and got.n == 6
     assert math.isnan(stats.trend([1, 2], [3, 4]).p)
+
+
+def test_slopes_are_fitted_per_seed_and_averaged_with_an_interval():
+    x = [1.0, 2.0, 3.0]
+    got = stats.slopes(x, [[0.1, 0.2, 0.3], [0.2, 0.4, 0.6], [0.0, 0.3, 0.6]])
+    assert got.mean == pytest.approx(0.2) and got.n == 3 and got.low < 0.2 < got.high
+    assert stats.slopes(x, [[0.1, math.nan, math.nan]]).n == 0  # one point fits no line
+
+
+def test_rounds_give_median_and_range_and_consistency_needs_every_round():
+    r = stats.rounds([3.0, 1.0, 2.0, math.nan])
+    assert (r.median, r.low, r.high, r.n) == (2.0, 1.0, 3.0, 3) and r.spread == pytest.approx(1.0)
+    assert r.text() == "2.0 (1.0-3.0)" and stats.rounds([]).text() == "n/a"
+    assert stats.consistent([1.1, 1.2, 1.05]) and stats.consistent([0.9, 0.8])
+    assert not stats.consistent([1.1, 0.9, 1.2]) and not stats.consistent([1.1])
+
+
+
+def test_bootstrap_resamples_whole_seeds():
+    values = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])  # two settings sharing three seeds
+    diffs = stats.bootstrap(values, lambda v: float(np.mean(v[0] - v[1])), resamples=200)
+    assert np.all(diffs == 0), "a seed drawn for one setting is drawn for the other"
+    means = stats.bootstrap(values[0], lambda v: float(np.mean(v)), resamples=2000)
+    low, high = stats.percentile_interval(means)
+    assert 1.0 <= low < 2.0 < high <= 3.0
+    assert all(math.isnan(v) for v in stats.percentile_interval(np.array([math.nan])))
+
+def test_spread_and_pm_keep_their_text():
+    s = stats.spread([0.9, float("nan"), 0.8])  # a diverged seed is left out, and said so
+    assert s.n == 2 and s.runs == 3 and "(2/3 seeds)" in stats.pm(s)
+    assert stats.pm(stats.spread([0.9094])) == "0.9094 (1 seed)"  # no spread claimed from one run

@@ -27,7 +27,6 @@ from mlp_research.errors import SearchError
 from mlp_research.exercises import hardware
 from mlp_research.exercises.common import Context, Section, Table, Work, deep_update, fmt, save_figure, trial_gflop
 from mlp_research.exercises.common import figure as new_figure
-from mlp_research.exercises.stats import Spread, ci95, pm, spread
 from mlp_research.exercises.sweeps import Trial, run_sweep
 from mlp_research.run.summary import REPO_ROOT
 from mlp_research.search import analysis, figures, reruns, runner
@@ -35,6 +34,13 @@ from mlp_research.search.objective import describe
 from mlp_research.search.report import train_command
 from mlp_research.search.runner import Outcome
 from mlp_research.search.space import configure, load_space, probe_params
+from mlp_research.stats import Spread, interval, pm, spread
+
+
+def _ci95(s: Spread) -> tuple[float, float]:
+    """The t interval of a setting's mean over seeds (NaNs below two values)."""
+    ci = interval(s.values)
+    return ci.low, ci.high
 
 TITLE = "Joint hyperparameter search"
 QUESTION = ("Optimise all hyperparameters jointly. What is the best result? Why is joint search hard? Use an efficient "
@@ -163,7 +169,7 @@ def measure(cfg: dict, ctx: Context) -> Results:
 
 
 def _ci(s: Spread) -> str:
-    low, high = ci95(s)
+    low, high = _ci95(s)
     return f"{s.mean:.4f} [{low:.4f}, {high:.4f}]" if s.n > 1 else pm(s)
 
 
@@ -211,7 +217,7 @@ def figures_of(res: Results, ctx: Context) -> list[str]:
     paths.append(save_figure(fig, ctx, "q5_interactions.png"))
     fig, (ax,) = new_figure(1, width=6.0)
     for r in res.top:
-        low, high = ci95(r.test)
+        low, high = _ci95(r.test)
         ax.plot([r.rank] * r.test.n, r.test.values, "o", alpha=0.5)
         ax.errorbar([r.rank + 0.15], [r.test.mean], yerr=[[r.test.mean - low], [high - r.test.mean]], fmt="ks",
                     capsize=4)
@@ -224,13 +230,13 @@ def figures_of(res: Results, ctx: Context) -> list[str]:
 
 def answer(res: Results) -> str:
     chosen, best = res.top[0], res.top[0].trial
-    test, (low, high) = res.top[0].test, ci95(res.top[0].test)
+    test, (low, high) = res.top[0].test, _ci95(res.top[0].test)
     family, count = reruns.agreement(res.winners)
     spread_ = reruns.spread_of(res.winners)
     base = analysis.best(res.baseline.trials, "maximize")
     base_value = base["value"] if base else float("nan")
     picks = sum(w["random_startup"] for w in res.winners)
-    overlap = [r.rank for r in res.top[1:] if ci95(r.test)[1] >= low and r.test.n > 1]
+    overlap = [r.rank for r in res.top[1:] if _ci95(r.test)[1] >= low and r.test.n > 1]
     ranked = sorted(res.importance.items(), key=lambda kv: -kv[1])[:3]
     saved = analysis.savings(res.pooled, res.baseline.space)
     config = Config.from_flat(best["config"])
@@ -290,10 +296,10 @@ def headline(cfg: dict, res: Results) -> dict:
                             "trial": base["number"] if base else None,
                             "epochs_trained": sum(t["epochs_trained"] for t in res.baseline.trials)},
         "top": [{"rank": r.rank, "search": r.search, "trial": r.trial["number"], "val_acc": r.trial["value"],
-                 "params": r.trial["params"], "test_acc": {"mean": r.test.mean, "ci95": list(ci95(r.test)),
+                 "params": r.trial["params"], "test_acc": {"mean": r.test.mean, "ci95": list(_ci95(r.test)),
                                                             "values": list(r.test.values)}} for r in res.top],
         "best": {"search": chosen.search, "trial": chosen.trial["number"], "val_acc": chosen.trial["value"],
-                 "test_acc": chosen.test.mean, "ci95": list(ci95(chosen.test)),
+                 "test_acc": chosen.test.mean, "ci95": list(_ci95(chosen.test)),
                  "test_acc_values": list(chosen.test.values),
                  "seeds": [r["config"]["seed"] for r in chosen.finals], "hyperparameters": chosen.trial["params"],
                  "command": res.command, "command_seed": res.command_seed, "command_test_acc": res.command_value},
@@ -301,7 +307,24 @@ def headline(cfg: dict, res: Results) -> dict:
         "savings": analysis.savings(res.pooled, space)}
 
 
+def summary_line(res: Results) -> tuple[str, str]:
+    """The summary table's answer and evidence: the chosen configuration's test accuracy, and how it held up."""
+    test, (low, high) = res.top[0].test, _ci95(res.top[0].test)
+    family, count = reruns.agreement(res.winners)
+    spread_ = reruns.spread_of(res.winners)
+    base = analysis.best(res.baseline.trials, "maximize")
+    answer_ = f"{describe(res.top[0].trial['params'])}: test accuracy {test.mean:.4f} [{low:.4f}, {high:.4f}]"
+    evidence = (f"{test.runs}-seed retrain, 95% t-interval; {len(res.winners)} TPE reruns' winners val "
+                f"{spread_.get('mean', float('nan')):.4f} ± {spread_.get('std', float('nan')):.4f}, same family "
+                f"{count}/{len(res.winners)}; random search at equal budget "
+                f"{base['value'] if base else float('nan'):.4f}")
+    return answer_, evidence
+
+
 def section(cfg: dict, ctx: Context) -> Section:
     res = measure(cfg, ctx)
+    summary, evidence = summary_line(res)
+    precision = Config.from_flat(res.pooled[0]["config"]).matmul_precision
     return Section("q5", TITLE, QUESTION, tables(res), figures_of(res, ctx), answer(res), setup(cfg, res),
-                   hardware.device_label(), headline(cfg, res))
+                   hardware.device_label(), headline(cfg, res), summary=summary, evidence=evidence,
+                   precision=precision)

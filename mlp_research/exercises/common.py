@@ -1,20 +1,19 @@
 """Shared pieces of the exercise modules: the run context, a report section, the clock, plotting helpers.
 
-Every question module (`q1_width.py` ... `q10_init.py`) has the same four parts,
-kept apart so each can be read, tested and reused alone: `measure(cfg, ctx)`
-trains or times and returns plain results, `figure(results, ctx)` draws them,
-`answer(results)` turns the numbers into sentences, and `section(cfg, ctx)`
-composes the three into a report `Section`. `plan(cfg, ctx)` says how much work
-is still to do (`Work`), so the report can say how long it has left.
+Every question module (`experiments/exercises/q1_width.py` ...) has the same
+parts, kept apart so each can be read, tested and reused alone: `measure(cfg,
+ctx)` trains or times and returns plain results, `figure(...)` draws them,
+`answer(...)` turns the numbers into sentences, and `section(cfg, ctx)`
+composes them into a report `Section`. `plan(cfg, ctx)` says what it will run
+(`plan.Plan`), so the report can say how long it has left, and `--estimate`
+what a fresh run costs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import re
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -29,19 +28,27 @@ from mlp_research.files import atomic_path
 from mlp_research.run.metrics import format_duration  # noqa: E402
 
 Log = Callable[[str], None]
+# The matmul precision of every training run of the report (one place: "bfloat16" trains the sweeps on the CPU's
+# bfloat16 units where it has them; the report names the precision of each question).
+TRAINING_PRECISION = "float32"
 FIGURE_DPI = 90  # small PNGs: the published report stays well under its size budget
 HEARTBEAT_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Work:
-    """Work still to do: GFLOP of training and evaluation, and how many runs (each with its start-up cost)."""
+    """Work to do: GFLOP of training and evaluation, runs (each with its start-up cost), member-epochs, training
+    examples and steps processed, and seconds of measurements that are not training (timings)."""
 
     gflop: float = 0.0
     runs: int = 0
+    epochs: int = 0
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
 
     def __add__(self, other: "Work") -> "Work":
-        return Work(self.gflop + other.gflop, self.runs + other.runs)
+        return Work(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
 
 class Clock:
@@ -117,18 +124,25 @@ class Context:
     log: Log = print
     clock: Clock = dataclasses.field(default_factory=Clock)
     search_workers: int = 1
+    matmul_precision: str = TRAINING_PRECISION
 
     def config(self, **overrides: Any) -> Config:
         """The base config of every exercise: this run's data, no per-epoch printing or per-run figure (the report
         draws its own), few checkpoint saves, and a
         persistent compilation cache in the workdir (a rerun, and a repeated program, skip XLA compilation)."""
         values: dict[str, Any] = dict(dataset=self.dataset, data_dir=self.data_dir, progress=False, plot=False,
-                                      checkpoint_min_seconds=30.0,
+                                      checkpoint_min_seconds=30.0, matmul_precision=self.matmul_precision,
                                       compilation_cache_dir=os.path.join(os.path.abspath(self.workdir), "jax_cache"))
         if self.dataset == "synthetic":
             values.update(synthetic_train_size=12_000, synthetic_test_size=2_000)
         values.update(overrides)
         return Config().replace(**values)
+
+    @property
+    def trials(self) -> str:
+        """The trial pool every question shares: a config trained for one question is reused by the next (created
+        by the first trial that trains there, so planning writes nothing)."""
+        return os.path.join(self.workdir, "trials", "")
 
     def path(self, *parts: str) -> str:
         path = os.path.join(self.workdir, *parts)
@@ -157,6 +171,9 @@ class Section:
     hardware: str
     headline: dict = dataclasses.field(default_factory=dict)  # report.json's entry for this question
     seconds: float = 0.0  # wall time of the run that produced it
+    summary: str = ""  # the answer in one line, for the table at the top of the report
+    evidence: str = ""  # effect size, interval and test behind that line
+    precision: str = ""  # the matmul precision of its training runs ("" when it trains nothing)
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
@@ -167,20 +184,6 @@ def deep_update(base: dict, overrides: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def load_experiment(path: str, smoke: bool) -> dict:
-    """An experiment file's `get_config()` as a plain dict, with its `smoke` overrides applied if asked."""
-    spec = importlib.util.spec_from_file_location(f"exercise_{os.path.basename(path)[:-3]}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # a module with dataclasses (settings and logic in one file) needs its entry
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
-    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-    smoke_overrides = cfg.pop("smoke", {}) or {}
-    return deep_update(cfg, smoke_overrides) if smoke else cfg
 
 
 def slug(text: str) -> str:
@@ -214,15 +217,16 @@ def figure(ncols: int = 1, width: float = 5.0, height: float = 3.5) -> tuple["pl
     return fig, list(axes[0])
 
 
-def run_setup(base: Config, epochs: int | None = None, seeds: Sequence[int] = ()) -> str:
-    """One line describing the fixed settings of an experiment."""
+def run_setup(base: Config, epochs: int | None = None, seeds: Sequence[int] = (), lr: str = "") -> str:
+    """One line describing the fixed settings of an experiment (`lr`: how the rate is set, when it varies)."""
     n = base.num_train_examples()
     subset = " (a fixed subset of the training split)" if base.train_subset else ""
-    seed_text = (f"seeds {', '.join(map(str, seeds))} (mean ± std over seeds)" if len(seeds) > 1
-                 else f"seed {seeds[0] if seeds else base.seed}")
+    seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), paired: a seed fixes the initialisation and the "
+                 "data order of every setting" if len(seeds) > 1 else f"seed {seeds[0] if seeds else base.seed}")
     return (f"{base.dataset}: {n:,} training examples{subset}, validation fraction {base.val_fraction}; "
-            f"{base.model.model}, {base.optimizer} lr={base.lr:g}, {base.schedule} schedule, batch {base.batch_size}, "
-            f"{epochs or base.max_epochs} epochs, {seed_text}")
+            f"{base.model.model}, {base.optimizer} lr={lr or format(base.lr, 'g')}, {base.schedule} schedule, "
+            f"batch {base.batch_size}, "
+            f"{epochs or base.max_epochs} epochs, matmul precision {base.matmul_precision}, {seed_text}")
 
 
 def trial_gflop(config: Config) -> float:
@@ -233,3 +237,10 @@ def trial_gflop(config: Config) -> float:
                                                    else config.synthetic_test_size)
     per_epoch = spec.train_flops_per_example() * config.num_train_examples() + spec.flops_per_example() * n_eval
     return per_epoch * config.max_epochs / 1e9
+
+
+def trial_work(config: Config) -> Work:
+    """One trial's training as `Work` (its run is counted by whoever groups the trials into driver calls)."""
+    n = config.num_train_examples()
+    return Work(trial_gflop(config), 0, config.max_epochs, n * config.max_epochs,
+                -(-n // config.batch_size) * config.max_epochs)

@@ -1,16 +1,21 @@
 """Hardware probes: matmul throughput at aligned and misaligned sizes, and streaming memory bandwidth.
 
-Each measurement runs on JAX's default device (and with numpy on the host CPU)
-and is stored under a device label, so a later run on another machine adds a
-column instead of overwriting this one.
+Each probe measures one case per call (a size, a kernel), so the questions can
+interleave cases over rounds (`timing.interleaved`). Inputs and compiled
+programs are built once per case, outside the timed calls. FLOPs are counted
+as everywhere in the project: a multiply-add is 2. Results are stored under a
+device label, so a later run on another machine adds columns instead of
+overwriting this one's.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import os
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,16 +24,11 @@ import numpy as np
 from mlp_research.files import atomic_write, read_json_object
 from mlp_research.hardware import label
 
-# Memory transfer rates (million transfers per second) used to turn a measured
-# bandwidth into an implied bus width. They are assumptions, stated in the report.
-TRANSFER_RATES_MT = {
-    "cpu": {"DDR4-2666": 2666, "DDR4-3200": 3200, "DDR5-4800": 4800},
-    "gpu": {"HBM2e 3.2 Gb/s/pin": 3200, "HBM3 5.2 Gb/s/pin": 5200, "GDDR6 16 Gb/s/pin": 16000},
-}
+FLOPS_PER_MULTIPLY_ADD = 2
 
 
 def device_label(device: jax.Device | None = None) -> str:
-    """A stable, human-readable name for the device measured: 'cpu: AMD EPYC (2 cores)', 'gpu: NVIDIA H100'."""
+    """A stable, human-readable name for the device measured: 'cpu: Intel Xeon ..., 2 cores, AVX-512 ...'."""
     device = device or jax.devices()[0]
     if device.platform == "cpu":
         return f"cpu: {label()}"
@@ -51,95 +51,114 @@ def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> floa
     return float(np.median(times))
 
 
-def matmul_seconds_jax(n: int, reps: int, dtype=jnp.float32) -> float:
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
-    f = jax.jit(jnp.matmul).lower(a, b).compile()
-    return median_seconds(lambda: f(a, b).block_until_ready(), reps)
+def matmul_flops(n: int) -> int:
+    """An n x n by n x n matmul: n^3 multiply-adds."""
+    return FLOPS_PER_MULTIPLY_ADD * n**3
 
 
-def matmul_seconds_numpy(n: int, reps: int) -> float:
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    return median_seconds(lambda: a @ b, reps)
+@functools.lru_cache(maxsize=1)
+def _operands(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of size n (one size kept at a time: rounds walk the sizes in order)."""
+    rng = np.random.default_rng(n)
+    return rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
 
 
-def matmul_table(sizes: Sequence[int], reps: int, numpy_too: bool = True) -> list[dict]:
-    """Rows of (size, implementation, seconds, GFLOP/s) for square float32 matmuls."""
-    rows = []
-    for n in sizes:
-        flops = 2.0 * n**3
-        s = matmul_seconds_jax(n, reps)
-        rows.append({"size": n, "impl": "jax", "seconds": s, "gflops": flops / s / 1e9})
-        if numpy_too:
-            s = matmul_seconds_numpy(n, reps)
-            rows.append({"size": n, "impl": "numpy", "seconds": s, "gflops": flops / s / 1e9})
-    return rows
+@functools.lru_cache(maxsize=None)
+def _compiled(n: int) -> Callable:
+    """The compiled JAX matmul of size n (compiled once: rounds time the multiplication, not XLA)."""
+    spec = jax.ShapeDtypeStruct((n, n), jnp.float32)
+    return jax.jit(jnp.matmul).lower(spec, spec).compile()
 
 
-def bandwidth_table(num_floats: int, reps: int) -> list[dict]:
-    """Streaming scale-copy (x = 1.0001 x: read 1, write 1) and triad (a = a + s c: read 2, write 1), GB/s.
+def _jax_matmul(a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
+    ja, jb, f = jnp.asarray(a), jnp.asarray(b), _compiled(len(a))
+    return lambda: f(ja, jb).block_until_ready()
 
-    Arrays are far larger than any cache, so the time is the memory's, not the cores'.
-    Outputs reuse their input's buffer (donation): a fresh 100+ MB output each call
-    would measure the kernel's page faulting instead of the memory bus.
+
+def _numpy_matmul(a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
+    return lambda: a @ b
+
+
+MATMULS = {"jax": _jax_matmul, "numpy": _numpy_matmul}  # jit on the default device; the host's BLAS
+
+
+def matmul_gflops(impl: str, n: int, reps: int) -> float:
+    """GFLOP/s of one float32 square matmul of size n with an implementation of `MATMULS`, the median of `reps`
+    calls after one warm-up."""
+    return matmul_flops(n) / median_seconds(MATMULS[impl](*_operands(n)), reps) / 1e9
+
+
+class Bandwidth:
+    """Streaming kernels over arrays far larger than the caches, as STREAM counts them (no write-allocate).
+
+    copy: x -> y (read 1, write 1); triad: a = b + s*c (read 2, write 1, one multiply-add per element). numpy's
+    copy runs in 1 thread or in `threads` threads over disjoint slices (it releases the GIL), which shows whether
+    one core saturates the memory; JAX runs in XLA's own threads, outputs reusing their input's buffer (a fresh 100+
+    MB output each call would time the kernel's page faulting instead of the memory bus).
     """
-    rows = []
-    nbytes = 4 * num_floats
-    state = {"x": jnp.arange(num_floats, dtype=jnp.float32), "a": jnp.ones(num_floats, jnp.float32)}
-    c = jnp.full(num_floats, 0.5, jnp.float32)
-    copy = jax.jit(lambda v: v * jnp.float32(1.0001), donate_argnums=0)
-    triad = jax.jit(lambda a, c: a + jnp.float32(3.0) * c, donate_argnums=0)
 
-    def run_copy() -> None:
-        state["x"] = copy(state["x"])
-        state["x"].block_until_ready()
+    KERNELS = {"copy": (2, 0), "triad": (3, FLOPS_PER_MULTIPLY_ADD)}  # (array touches, FLOPs) per element
 
-    def run_triad() -> None:
-        state["a"] = triad(state["a"], c)
-        state["a"].block_until_ready()
+    def __init__(self, num_floats: int, reps: int) -> None:
+        self.n, self.reps = num_floats, reps
+        self.host = {k: np.full(num_floats, v, np.float32) for k, v in (("x", 1.0), ("y", 0.0))}
+        self._pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+        self.device = {"x": jnp.arange(num_floats, dtype=jnp.float32), "c": jnp.full(num_floats, 0.5, jnp.float32)}
+        self._copy = jax.jit(lambda v: v * jnp.float32(1.0001), donate_argnums=0)
+        self._triad = jax.jit(lambda a, c: a + jnp.float32(3.0) * c, donate_argnums=0)
 
-    s = median_seconds(run_copy, reps, warmup=2)
-    rows.append({"impl": "jax", "kernel": "copy", "bytes": 2 * nbytes, "seconds": s, "gb_per_s": 2 * nbytes / s / 1e9})
-    s = median_seconds(run_triad, reps, warmup=2)
-    rows.append({"impl": "jax", "kernel": "triad", "bytes": 3 * nbytes, "seconds": s, "gb_per_s": 3 * nbytes / s / 1e9})
-    xh = np.arange(num_floats, dtype=np.float32)
-    yh = xh * 0.5
-    out = np.empty_like(xh)
-    s = median_seconds(lambda: np.copyto(out, xh), reps)
-    rows.append({"impl": "numpy", "kernel": "copy", "bytes": 2 * nbytes, "seconds": s,
-                 "gb_per_s": 2 * nbytes / s / 1e9})
+    def bytes(self, kernel: str) -> int:
+        return self.KERNELS[kernel][0] * 4 * self.n
 
-    def np_triad() -> None:
-        np.multiply(yh, np.float32(3.0), out=out)
-        np.add(xh, out, out=out)  # two passes: 5 array touches, counted as such
+    def gb_per_s(self, impl: str, kernel: str, threads: int = 1) -> float:
+        """One case: 'jax' or 'numpy' (in `threads` threads), 'copy' or 'triad'."""
+        fn = {"jax": lambda: self._jax(kernel), "numpy": lambda: self._numpy(kernel, threads)}[impl]()
+        return self.bytes(kernel) / median_seconds(fn, self.reps, warmup=1) / 1e9
 
-    s = median_seconds(np_triad, reps)
-    rows.append({"impl": "numpy", "kernel": "triad (2 passes)", "bytes": 5 * nbytes, "seconds": s,
-                 "gb_per_s": 5 * nbytes / s / 1e9})
-    return rows
+    def _jax(self, kernel: str) -> Callable[[], None]:
+        def run() -> None:
+            x = self.device["x"]
+            self.device["x"] = self._copy(x) if kernel == "copy" else self._triad(x, self.device["c"])
+            self.device["x"].block_until_ready()
+        return run
 
+    def _numpy(self, kernel: str, threads: int) -> Callable[[], None]:
+        if kernel != "copy":  # numpy's triad takes two passes (5 array touches), not the kernel counted here
+            raise ValueError(f"numpy measures copy only, not {kernel!r}")
+        x, y = self.host["x"], self.host["y"]
+        bounds = np.linspace(0, self.n, threads + 1, dtype=np.int64)
+        parts = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        if threads == 1:
+            return lambda: np.copyto(y, x)
+        if threads not in self._pools:
+            self._pools[threads] = concurrent.futures.ThreadPoolExecutor(threads)
+        pool = self._pools[threads]
+        return lambda: list(pool.map(lambda s: np.copyto(y[s], x[s]), parts))
 
-def implied_bus_widths(gb_per_s: float, platform_name: str) -> list[dict]:
-    """Bus width in bits that a bandwidth needs at common transfer rates (bandwidth = width x rate)."""
-    rates = TRANSFER_RATES_MT["gpu" if platform_name == "gpu" else "cpu"]
-    out = []
-    for name, mt in rates.items():
-        bits = gb_per_s * 1e9 * 8 / (mt * 1e6)
-        out.append({"memory": name, "mt_per_s": mt, "bits": bits, "channels_64bit": bits / 64})
-    return out
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown()
 
 
-def store(path: str, label: str, payload: dict) -> dict:
-    """Merge `payload` under `label` into the JSON file at `path`; returns every label's results."""
+def measured(path: str, device: str, settings: dict, measure: Callable[[], dict], log: Callable[[str], None],
+             what: str) -> dict:
+    """Every device's stored results, this device's measured now (`measure()`) unless stored with `settings`."""
+    stored = load(path)
+    if device in stored and all(stored[device].get(k) == v for k, v in settings.items()):
+        log(f"{what} on {device}: measured earlier, reusing")
+        return stored
+    return store(path, device, {**settings, **measure()})
+
+
+def store(path: str, device: str, payload: dict) -> dict:
+    """Merge `payload` under `device` into the JSON file at `path`; returns every device's results."""
     data = load(path)
-    data[label] = payload
+    data[device] = payload
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     atomic_write(path, json.dumps(data, indent=1) + "\n")
     return data
 
 
 def load(path: str) -> dict:
-    """Every label's stored results; an unreadable file is ignored with a warning (measured again)."""
+    """Every device's stored results; an unreadable file is ignored with a warning (measured again)."""
     return read_json_object(path, "unreadable ({reason}); measuring again") or {}

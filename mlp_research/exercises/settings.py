@@ -1,23 +1,40 @@
-"""Settings compared over seeds: the trials of a setting, their spread, and the figures that show it.
+"""Settings compared over seeds: the trials of a setting, its per-seed statistic, and the figures that show it.
 
 A "setting" is one value of what a question varies (a width, a layout, an
-activation). Each is trained with several seeds; seeds of one setting (and
-settings of one shape) are one vmapped group in `sweeps.run_sweep`. Tables show
-mean ± std, figures error bars or bands, and answers apply `stats.NOISE_RULE`.
+activation). Each is trained with the same seeds; a seed fixes the
+initialisation and the data order, so two settings are compared seed by seed
+(`compare.py`). The accuracy statistic is less noisy than one end-of-epoch
+value: the mean validation accuracy of the last `STAT_EPOCHS` epochs of each
+run. Trials live in one pool (`ctx.trials`) and are named by their config, so
+a config two questions share trains once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
+from mlp_research import stats
 from mlp_research.config import Config
-from mlp_research.exercises.common import Work
-from mlp_research.exercises.stats import Spread, noise_groups, pm, spread
-from mlp_research.exercises.sweeps import Analyse, Trial, pending_work, run_sweep
+from mlp_research.exercises.sweeps import RESULT_NEUTRAL_FIELDS, Analyse, Trial, run_sweep
+
+STAT_EPOCHS = 3
+STATISTIC = (f"the mean validation accuracy of the last {STAT_EPOCHS} epochs of each run (of every epoch in runs "
+             f"shorter than {STAT_EPOCHS})")
+
+
+def window_mean(result: dict, end: int, k: int = STAT_EPOCHS) -> float:
+    """Mean val_acc of epochs end-k+1..end of one run (all `end` epochs when fewer than k; NaN if it diverged or
+    its history is shorter): one end-of-epoch value swings by a few points under a constant rate."""
+    history = result.get("history", [])
+    if result.get("diverged") or len(history) < end or end < 1:
+        return math.nan
+    return float(np.mean([row["val_acc"] for row in history[max(end - k, 0):end]]))
 
 
 @dataclasses.dataclass
@@ -26,27 +43,30 @@ class Setting:
 
     label: str
     results: list[dict]
-    value: Any = None  # the varied value itself (a width, a learning rate), for plots
+    value: Any = None  # the varied value itself (a width, a learning rate), for plots and trends
 
-    def final(self, key: str) -> Spread:
+    def final(self, key: str) -> list[float]:
         """Per-seed final metric; a diverged seed counts as not finite."""
-        return spread(float("nan") if r.get("diverged") else float(r["final"].get(key, float("nan")))
-                      for r in self.results)
+        return [math.nan if r.get("diverged") else float(r["final"].get(key, math.nan)) for r in self.results]
 
     @property
-    def val(self) -> Spread:
-        return self.final("val_acc")
+    def stat(self) -> list[float]:
+        """Per-seed value of the report's accuracy statistic (`STATISTIC`)."""
+        return [window_mean(r, len(r.get("history", []))) for r in self.results]
+
+    def interval(self, key: str = "stat") -> stats.Interval:
+        return stats.interval(self.stat if key == "stat" else self.final(key))
 
     @property
-    def test(self) -> Spread:
-        return self.final("test_acc")
-
-    @property
-    def seeds(self) -> int:
-        return len(self.results)
+    def seeds(self) -> list[int]:
+        return [int(r["labels"]["seed"]) for r in self.results]
 
     def diverged(self) -> int:
         return sum(1 for r in self.results if r.get("diverged"))
+
+    def first(self, key: str) -> Any:
+        """A summary value every seed shares (parameters, epoch time of the group)."""
+        return self.results[0][key]
 
     def mean_curve(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(epochs, mean, std) of a metric over the seeds whose history is complete and finite."""
@@ -59,16 +79,36 @@ class Setting:
         std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(length)
         return np.arange(1, length + 1), values.mean(axis=0), std
 
+    def record(self) -> dict:
+        """report.json's entry: every seed's values and the statistic's mean with its 95% interval."""
+        ci = self.interval()
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        return {"label": self.label, "value": value if isinstance(value, (int, float, str, list)) else None,
+                "seeds": self.seeds, "stat": self.stat, "val_acc": self.final("val_acc"),
+                "test_acc": self.final("test_acc"), "mean": ci.mean, "ci95": [ci.low, ci.high], "std": ci.std,
+                "diverged": self.diverged()}
 
-def seeded(prefix: str, config: Config, seeds: Sequence[int], **labels: Any) -> list[Trial]:
-    """The trials of one setting: `prefix_seed_K` for each seed."""
-    return [Trial(f"{prefix}_seed_{s}", config.replace(seed=int(s)), {**labels, "seed": int(s)}) for s in seeds]
+
+def pool_name(config: Config) -> str:
+    """A trial's name in the shared pool: readable fields, a digest of the whole config (seed aside), the seed."""
+    flat = {k: v for k, v in config.to_flat().items() if k not in RESULT_NEUTRAL_FIELDS and k != "seed"}
+    digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    m = config.model
+    return (f"{m.model}_{'-'.join(map(str, m.num_hiddens))}_{m.activation}_{m.init}_{config.optimizer}{config.lr:g}_"
+            f"e{config.max_epochs}_{digest}_seed{config.seed}")
 
 
-def width_trials(base: Config, widths: Sequence[int], seeds: Sequence[int]) -> tuple[list[int], list[list[Trial]]]:
-    """The widths as ints, and each width's seeded trials (`width_W_seed_K`) of a one-hidden-layer `base`."""
-    widths = [int(w) for w in widths]
-    return widths, [seeded(f"width_{w}", base.replace(num_hiddens=(w,)), seeds, width=w) for w in widths]
+def seeded(config: Config, seeds: Sequence[int], **labels: Any) -> list[Trial]:
+    """The trials of one setting, one per seed, named for the shared pool."""
+    out = []
+    for s in seeds:
+        c = config.replace(seed=int(s))
+        out.append(Trial(pool_name(c), c, {**labels, "seed": int(s)}))
+    return out
+
+
+def flatten(trials_per_setting: Sequence[Sequence[Trial]]) -> list[Trial]:
+    return [t for trials in trials_per_setting for t in trials]
 
 
 def collect(labels: Sequence[str], trials_per_setting: Sequence[Sequence[Trial]], results: Sequence[dict],
@@ -80,40 +120,29 @@ def collect(labels: Sequence[str], trials_per_setting: Sequence[Sequence[Trial]]
             for label, trials, value in zip(labels, trials_per_setting, values)]
 
 
-def flatten(trials_per_setting: Sequence[Sequence[Trial]]) -> list[Trial]:
-    return [t for trials in trials_per_setting for t in trials]
-
-
-def plan_seeded(trials_per_setting: Sequence[Sequence[Trial]], root: str) -> Work:
-    """What a seeded comparison still has to train (for the report's time estimate)."""
-    return pending_work(flatten(trials_per_setting), root)
-
-
 def measure_seeded(labels: Sequence[str], trials_per_setting: Sequence[Sequence[Trial]], values: Sequence[Any],
-                   ctx: Any, root: str, tag: str, analyse: Analyse | None = None) -> list[Setting]:
-    """Train (or reuse) every seed of every setting and split the results back into settings."""
-    results = run_sweep(flatten(trials_per_setting), root, log=ctx.log, tag=tag, analyse=analyse, clock=ctx.clock)
+                   ctx: Any, tag: str, analyse: Analyse | None = None) -> list[Setting]:
+    """Train (or reuse) every seed of every setting in the shared pool and split the results back into settings."""
+    results = run_sweep(flatten(trials_per_setting), ctx.trials, log=ctx.log, tag=tag, analyse=analyse,
+                        clock=ctx.clock)
     return collect(labels, trials_per_setting, results, values)
 
 
-def headline(settings: Sequence[Setting], what: str, **extra: Any) -> dict:
-    """report.json's entry for a comparison: seeds, the chosen setting with mean and std, the noise verdict."""
-    b, tied, worse = noise_groups([s.label for s in settings], [s.val for s in settings])
-    best = settings[b]
-    return {"seeds": min(s.seeds for s in settings), "compared": what, "chosen": best.label,
-            "val_acc": {"mean": best.val.mean, "std": best.val.std},
-            "test_acc": {"mean": best.test.mean, "std": best.test.std},
-            "within_noise_of_chosen": tied, "below_chosen_beyond_noise": worse, **extra}
+def record(settings: Sequence[Setting], compared: str, **extra: Any) -> dict:
+    """report.json's entry for a seeded comparison: sizes, the statistic, and every setting's per-seed values."""
+    first = settings[0].results[0]
+    return {"compared": compared, "seeds": min(len(s.results) for s in settings),
+            "train_examples": int(first.get("num_train", 0)), "statistic": STATISTIC,
+            "settings": [s.record() for s in settings], **extra}
 
 
-def spread_cells(setting: Setting, keys: Sequence[str] = ("val_acc", "test_acc")) -> list[str]:
-    return [pm(setting.final(k)) for k in keys]
-
-
-def error_bars(ax: Any, xs: Sequence[Any], settings: Sequence[Setting], key: str, label: str, fmt: str = "o-") -> None:
-    """Mean ± std of a final metric per setting."""
-    s = [st.final(key) for st in settings]
-    ax.errorbar(xs, [v.mean for v in s], yerr=[v.std for v in s], fmt=fmt, capsize=3, label=label)
+def error_bars(ax: Any, xs: Sequence[Any], settings: Sequence[Setting], label: str, fmt: str = "o-") -> None:
+    """The statistic's mean per setting with its 95% interval, and every seed as a dot."""
+    cis = [s.interval() for s in settings]
+    yerr = np.array([[c.mean - c.low for c in cis], [c.high - c.mean for c in cis]])
+    ax.errorbar(xs, [c.mean for c in cis], yerr=np.nan_to_num(yerr), fmt=fmt, capsize=3, label=label)
+    for x, s in zip(xs, settings):
+        ax.scatter([x] * len(s.stat), s.stat, color="gray", s=8, zorder=3)
 
 
 def band(ax: Any, setting: Setting, key: str, label: str | None = None) -> None:
