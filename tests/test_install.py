@@ -287,7 +287,7 @@ def test_setup_passes_the_lock_to_every_pip_install(sandbox):
     no_deps = {os.path.normpath(a[2]) for a in args if a[:2] == ["--no-deps", "-r"]}
     assert no_deps == {str(p.relative_to(REPO)) for p in NODEPS_FILES}
     editables = {os.path.normpath(a[1]) for a in args if a[0] == "-e"}
-    assert editables == {".[tfds,test]", *(str(p.parent.relative_to(REPO)) for p in PYPROJECTS[1:])}
+    assert editables == {".[tfds,notebook,test]", *(str(p.parent.relative_to(REPO)) for p in PYPROJECTS[1:])}
 
 
 def test_setup_is_idempotent_and_reinstalls_when_the_lock_changes(sandbox):
