@@ -111,7 +111,9 @@ def test_a_data_order_other_than_epoch_order_fails_every_training_case() -> None
     failures = _variant("sequential batches")
     kit_cases = {"training[mlp_scratch,sgd]", "training[mlp,sgd]", "training[mlp,momentum]"}
     seed_order = "setting changes the result[seed: data order]"
-    assert set(failures) == kit_cases | _extra_training() | {"uneven chunks", seed_order}
+    # Unshuffled batches of 64 and of 50 start on the same examples, so the two runs differ less than the spec's.
+    batch_size = "setting changes the result[batch_size]"
+    assert set(failures) == kit_cases | _extra_training() | {"uneven chunks", seed_order, batch_size}
     for name in kit_cases | {"uneven chunks"}:
         assert re.search(r"count/correct.* the spec's .*\(data order, batch rule or loss before the update\?\)",
                          failures[name]), failures[name]

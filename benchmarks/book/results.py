@@ -255,5 +255,19 @@ def table(book: dict) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Print the tables; with --json PATH also write `load()`'s dict there (experiments.report --book reads it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default="", help="write the report's `book` dict to this file")
+    args = parser.parse_args(argv)
+    book = load()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(book, f, indent=1)
+    print(table(book))
+
+
 if __name__ == "__main__":
-    print(table(load()))
+    main()
