@@ -14,24 +14,23 @@ import time
 from absl import flags
 
 from mlp_research import cli
-from mlp_research.run import launchers
 from mlp_research.run import members as members_lib
 from mlp_research.run.workdir import check_workdir
 
-cli.define_config_flags()
+cli.define_config_flags(config_file=os.path.join(os.path.dirname(__file__), "configs", "default.py"))
 flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>). A workdir with a "
                     "checkpoint resumes from it.")
 flags.DEFINE_boolean("restart", False, "Discard the workdir's checkpoints and outputs and start over.")
 flags.DEFINE_multi_string("vmap", [], "FIELD:V1,V2,... trains these values of FIELD together in one vmapped "
                           f"program ({', '.join(members_lib.VMAP_FIELDS)}); repeat for a product, e.g. "
                           "--vmap=lr:0.05,0.1 --vmap=seed:0,1. Each member writes to WORKDIR/FIELD=VALUE/.")
-launchers.define_flags(flags.FLAGS)  # --distributed, --coordinator_address, --num_processes, --process_id
+cli.define_launch_flags()  # --distributed, --coordinator_address, --num_processes, --process_id
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
     config = cli.config_from_flags()
-    launch = launchers.from_flags(FLAGS)  # a partial launcher environment is refused before any write
+    launch = cli.launch_from_flags()  # a partial launcher environment is refused before any write
     axes = members_lib.parse_vmap(FLAGS.vmap)
     workdir = FLAGS.workdir
     if workdir is None:  # an explicit empty --workdir= is refused by check_workdir, not replaced

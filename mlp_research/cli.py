@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from absl import app, flags
 from absl import logging as absl_logging
 
+from mlp_research import launchers
 from mlp_research.config import GROUPS, Config, field_metadata, field_types
 from mlp_research.errors import ConfigError, UserError
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs",
-                              "default.py")
 TYPE_NAMES = {"str": "STR", "int": "INT", "float": "FLOAT", "bool": "BOOL", "widths": "INT[,INT...]"}
 
 
-def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file: str | None = DEFAULT_CONFIG) -> None:
-    """Define `--config` and one flag per config field."""
+def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file: str | None = None) -> None:
+    """Define `--config` (defaulting to the entry point's `config_file`) and one flag per config field."""
     try:
         from ml_collections import config_flags
     except ImportError:  # a minimal environment (e.g. a GPU image installed with --no-deps): flags only
@@ -63,6 +62,26 @@ def experiment_config(config: Config) -> Any:
     flat = config.to_flat()
     flat["num_hiddens"] = ",".join(map(str, flat["num_hiddens"]))
     return ConfigDict(flat)
+
+
+def define_launch_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """The flags of multi-process runs; the environment of a known launcher fills in any not given."""
+    flags.DEFINE_enum("distributed", "auto", launchers.MODES, "auto: join the processes a cluster launcher (srun, "
+                      "mpirun, a Kubernetes Indexed Job, a Cloud TPU pod) started; off: run alone whatever the "
+                      "environment says.", flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS); "
+                        "overrides the launcher's.", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "Processes in the run; overrides the launcher's.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "This process's index, 0 writes the outputs; overrides the "
+                         "launcher's.", flag_values=flag_values)
+
+
+def launch_from_flags(flag_values: flags.FlagValues = flags.FLAGS,
+                      environ: Mapping[str, str] = os.environ) -> launchers.Launch:
+    """The validated launch for the parsed flags and this environment."""
+    return launchers.resolve(flag_values["distributed"].value, flag_values["coordinator_address"].value,
+                             flag_values["num_processes"].value, flag_values["process_id"].value, environ)
 
 
 def _one_line(error: BaseException) -> str:
@@ -113,8 +132,8 @@ def help_text(main_module: Any) -> str:
     lines = [(main_module.__doc__ or "").strip()]
     configurable = "lr" in flags.FLAGS
     if configurable:
-        lines += ["", "Settings resolve in this order, later winning: the defaults below (experiments/configs/"
-                  "default.py), --config=FILE, --config.FIELD=VALUE, then --FIELD=VALUE."]
+        lines += ["", "Settings resolve in this order, later winning: the defaults below, --config=FILE, "
+                  "--config.FIELD=VALUE, then --FIELD=VALUE."]
     for group in GROUPS if configurable else ():
         lines += ["", f"{group}:"]
         for name, info in meta.items():
@@ -131,8 +150,8 @@ def help_text(main_module: Any) -> str:
         lines += ["", f"{getattr(spec, 'name', main_module.__name__)}:"]
         for flag in own:
             default = "" if flag.default is None or flag.default == [] else f"  default {_shown(flag.default)}"
-            if flag.name == "config":
-                default = f"  default {os.path.relpath(DEFAULT_CONFIG)}"
+            if flag.name == "config" and flag.config_filename:
+                default = f"  default {os.path.relpath(flag.config_filename)}"
             lines.append(f"  --{flag.name}{default}")
             lines.append(f"      {flag.help}")
     lines += ["", "--helpfull lists absl's own flags too."]

@@ -14,9 +14,9 @@ import json
 import sys
 import time
 
+from mlp_research import launchers
 from mlp_research.errors import DataError, UserError
 from mlp_research.jax_backend import distributed
-from mlp_research.run import launchers
 
 
 def votes(process_id: int, round_index: int) -> tuple[bool, bool]:

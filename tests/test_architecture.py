@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from import_graph import Import, Rule, cycles, import_graph, path_to, reachable, violations
+from import_graph import Import, Rule, cycles, import_graph, path_to, reachable, under, violations
 
 from conftest import REPO
 
@@ -86,9 +86,17 @@ JAX_FAMILY = ("jax", "jaxlib", "flax", "optax", "orbax")
 # The kit is for plugin authors: a backend in another framework is checked without JAX in its way (the driver
 # it runs imports JAX's checkpointing only when it saves, through Orbax).
 KIT_RULES = [Rule("mlp_research.testing", JAX_FAMILY, "the kit for plugin authors needs no JAX")]
-# Rules for the rest of the library (issue 24, part 4), checked the same way once the code obeys them, e.g.
-# Rule("mlp_research.jax_backend", ("mlp_research.run",), "a backend never imports the driver's modules").
-LIBRARY_RULES: list[Rule] = []
+# Imports run one way: entry points -> driver -> backend interface <- backends.
+BACKEND_PACKAGES = ("mlp_research.jax_backend", "mlp_research.backends", "mlp_research_torch",
+                    "mlp_research_tensorflow", "mlp_research_mxnet")
+DRIVER_SIDE = ("mlp_research.run", "mlp_research.exercises", "mlp_research.search", "mlp_research.cli")
+LIBRARY_RULES = [
+    Rule("mlp_research", ("experiments", "benchmarks", "notebooks", "tests"),
+         "library code never reaches into the entry points (an installed package has none of them)"),
+    *(Rule(package, DRIVER_SIDE, "a backend never imports the driver's modules") for package in BACKEND_PACKAGES),
+    Rule("mlp_research.backends", ("mlp_research.jax_backend",),
+         "the backend interface names no backend (the registry finds the JAX one by its entry point)"),
+]
 
 
 def _project_graph() -> dict[str, list[Import]]:
@@ -106,6 +114,27 @@ def test_no_import_cycles_lazy_imports_included():
 
 def test_no_wrong_way_imports_lazy_imports_included():
     assert list(violations(_project_graph(), [*KIT_RULES, *LIBRARY_RULES])) == []
+
+
+def test_only_the_cli_module_defines_flags():
+    """absl flags are process-global: a library module that defines them breaks a second entry point."""
+    graph = _project_graph()
+    offenders = [str(edge) for module, edges in graph.items() if module.startswith(("mlp_research", "plugins"))
+                 and module != "mlp_research.cli" for edge in edges if under(edge.imported, "absl")
+                 and edge.imported != "absl.logging" and edge.kind != "typing"]
+    assert offenders == []
+
+
+def test_the_rules_see_a_wrong_way_import(tmp_path):
+    """A backend that imports the driver, and library code that imports an entry point, are both found."""
+    _write(tmp_path, {
+        "mlp_research/__init__.py": "", "mlp_research/run/__init__.py": "", "mlp_research/run/driver.py": "",
+        "mlp_research/jax_backend/__init__.py": "",
+        "mlp_research/jax_backend/x.py": "def f():\n    from mlp_research.run import driver\n",
+        "mlp_research/y.py": "import experiments.train\n", "experiments/__init__.py": "", "experiments/train.py": "",
+    })
+    found = [str(v) for v in violations(import_graph(tmp_path, ["mlp_research", "experiments"]), LIBRARY_RULES)]
+    assert any("jax_backend/x.py:2" in v for v in found) and any("mlp_research/y.py:1" in v for v in found), found
 
 
 def test_importing_the_kit_brings_in_no_jax_through_other_modules():

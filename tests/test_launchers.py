@@ -11,9 +11,9 @@ import pytest
 from absl import flags
 
 from conftest import REPO
+from mlp_research import cli, launchers
 from mlp_research.errors import ConfigError, WorkdirLockedError
-from mlp_research.run import launchers
-from mlp_research.run.launchers import Launch, resolve
+from mlp_research.launchers import Launch, resolve
 
 # What srun sets for task 1 of a two-task step on one node (the variables JAX's SLURM detection reads, and more).
 SLURM_TASK_1 = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2",
@@ -211,12 +211,12 @@ def test_launch_hint(environ, expected):
 
 def test_flags_are_defined_once_for_an_entry_point():
     values = flags.FlagValues()
-    launchers.define_flags(values)
+    cli.define_launch_flags(values)
     values(["prog", "--coordinator_address=127.0.0.1:5000", "--num_processes=2", "--process_id=1"])
-    assert launchers.from_flags(values, {}) == Launch("flags", 2, 1, "127.0.0.1:5000")
+    assert cli.launch_from_flags(values, {}) == Launch("flags", 2, 1, "127.0.0.1:5000")
     values(["prog", "--distributed=off", "--coordinator_address=127.0.0.1:5000"])
     with pytest.raises(ConfigError, match="^--distributed=off"):
-        launchers.from_flags(values, {})
+        cli.launch_from_flags(values, {})
     with pytest.raises(flags.IllegalFlagValueError):
         values(["prog", "--distributed=maybe"])
 

@@ -1,7 +1,7 @@
 """Multi-process runs of the JAX backend: join the runtime, agree on decisions, never hang.
 
 `join(launch)` runs `jax.distributed.initialize` for the launch that
-`mlp_research.run.launchers` detected (gloo collectives on CPU, so two
+`mlp_research.launchers` detected (gloo collectives on CPU, so two
 processes on one machine test the path), with timeouts that bound every wait.
 
 `agree(stop, save_due)` is the one collective the driver makes at each decision
@@ -29,9 +29,9 @@ import sys
 import threading
 from typing import Iterator, NoReturn
 
+from mlp_research import launchers
 from mlp_research.errors import NonFiniteLossError, PeerProcessError, PreemptedError, StoppedBeforeCheckpointError
-from mlp_research.run import launchers
-from mlp_research.run.launchers import Launch
+from mlp_research.launchers import Launch
 
 
 @dataclasses.dataclass(frozen=True)

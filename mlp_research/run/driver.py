@@ -268,7 +268,7 @@ def _open_workdirs(stack: contextlib.ExitStack, members: Sequence[Member], workd
 
 
 def _launch_hint() -> str | None:
-    from mlp_research.run import launchers
+    from mlp_research import launchers
 
     return launchers.launch_hint(os.environ)
 

@@ -2,12 +2,13 @@
 
 Clusters start the processes of one run with a launcher (srun, mpirun, a
 Kubernetes Indexed Job, a Cloud TPU pod) that tells each process its place
-through environment variables. `from_flags` reads them the way JAX's own
+through environment variables. `resolve` reads them the way JAX's own
 `jax.distributed.initialize()` would, so `srun -n 8 python -m experiments.train`
 is one run of 8 processes rather than 8 runs fighting over one workdir.
 Explicit flags override what was detected; `--distributed=off` runs alone.
 
-Framework-neutral: nothing here imports a framework. A partial or contradictory
+Framework-neutral and flag-free: nothing here imports a framework or absl (the flags
+are `cli.define_launch_flags`), so the driver and the backends share it. A partial or contradictory
 environment is refused with `ConfigError` naming the variable, before anything
 is written.
 """
@@ -20,8 +21,6 @@ import importlib.util
 import os
 import re
 from typing import Any, Mapping
-
-from absl import flags
 
 from mlp_research.errors import ConfigError
 
@@ -79,25 +78,6 @@ def record(launch: Launch) -> None:
 def active() -> Launch:
     """The launch this process runs under: `SINGLE` until a multi-process runtime was joined."""
     return _active
-
-
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """The flags of multi-process runs; the environment of a known launcher fills in any not given."""
-    flags.DEFINE_enum("distributed", "auto", MODES, "auto: join the processes a cluster launcher (srun, mpirun, "
-                      "a Kubernetes Indexed Job, a Cloud TPU pod) started; off: run alone whatever the "
-                      "environment says.", flag_values=flag_values)
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (or $JAX_COORDINATOR_ADDRESS); "
-                        "overrides the launcher's.", flag_values=flag_values)
-    flags.DEFINE_integer("num_processes", None, "Processes in the run; overrides the launcher's.",
-                         flag_values=flag_values)
-    flags.DEFINE_integer("process_id", None, "This process's index, 0 writes the outputs; overrides the "
-                         "launcher's.", flag_values=flag_values)
-
-
-def from_flags(flag_values: flags.FlagValues = flags.FLAGS, environ: Mapping[str, str] = os.environ) -> Launch:
-    """The validated launch for the parsed flags and this environment."""
-    return resolve(flag_values["distributed"].value, flag_values["coordinator_address"].value,
-                   flag_values["num_processes"].value, flag_values["process_id"].value, environ)
 
 
 def resolve(mode: str, coordinator_address: str | None, num_processes: int | None, process_id: int | None,
