@@ -68,6 +68,7 @@ from mlp_research.batching import EpochLayout
 from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.errors import ConfigError
+from mlp_research.launchers import Launch
 from mlp_research.optimizers import SUPPORTED as OPTIMIZERS
 from mlp_research.spec import ModelSpec
 
@@ -302,7 +303,7 @@ class Backend:
     def prepare(self, config: Config) -> None:
         """Set up the process before the framework starts (flags, caches); called once per run."""
 
-    def join_processes(self, launch: Any) -> Any:
+    def join_processes(self, launch: Launch) -> Launch:
         """Join a multi-process runtime; returns the launch completed by it. One process by default."""
         raise ConfigError(f"--distributed: this process was started by {launch.describe()}, but the {self.name} "
                           "backend trains in one process; give --distributed=off")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import Backend
+from mlp_research.config import Config
 from mlp_research.errors import ConfigError, warn
 
 GROUP = "mlp_research.backends"
@@ -87,6 +88,14 @@ def load(name: str) -> Backend:
     if name not in backends:
         raise ConfigError(f"--backend: unknown backend {name!r}; installed: {', '.join(backends)}")
     return _instantiate(backends[name])
+
+
+def prepared(config: Config) -> Backend:
+    """The backend `config` names, loaded and prepared for it (`Backend.prepare`: before its framework starts):
+    how every run gets its backend when none is handed in."""
+    backend = load(config.backend)
+    backend.prepare(config)
+    return backend
 
 
 def status() -> list[dict]:

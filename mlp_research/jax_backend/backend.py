@@ -42,14 +42,12 @@ class JaxBackend(Backend):
         """The device split of the batch (and multi-process constraints) are checked here."""
         from mlp_research.jax_backend import placement
 
-        tune_xla_cpu()  # before make_placement starts JAX's backends
-        placement.make_placement(config)
+        placement.check_placement(config)
 
     def trainer(self, config: Config, splits: Splits):
         from mlp_research.jax_backend import placement
         from mlp_research.jax_backend.trainer import JaxTrainer
 
-        self.prepare(config)
         trainer = JaxTrainer(config, splits, placement.make_placement(config))
         note_bfloat16_speed(config, trainer.describe()["platform"])
         return trainer
@@ -64,7 +62,6 @@ class JaxBackend(Backend):
                               "available with --vmap (use auto or none)")
         if self.process_count() > 1:
             raise ConfigError("--vmap: a vmapped group trains in one process; launch it without other processes")
-        self.prepare(base)
         trainer = JaxGroupTrainer(configs, splits)
         note_bfloat16_speed(base, trainer.describe()["platform"])
         return trainer

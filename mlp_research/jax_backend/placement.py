@@ -171,17 +171,24 @@ def _global_array(value: Any, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
-def make_placement(config: Config, devices: list[Any] | None = None) -> Placement:
-    """The placement for `config.parallel`; refuses a batch that does not split evenly."""
+def check_placement(config: Config, devices: list[Any] | None = None) -> tuple[str, list[Any]]:
+    """The mode `config.parallel` resolves to on `devices` (default: every device), and those devices; refuses
+    a multi-process run that is not sharded and a batch that does not split evenly."""
     devices = list(devices if devices is not None else jax.devices())
     mode = resolve_mode(config, len(devices))
     if jax.process_count() > 1 and mode != "sharded":
         raise ConfigError(f"--parallel: a multi-process run needs --parallel=sharded (or auto), not {mode}")
-    if mode == "none":
-        return Placement(devices[:1])
-    if config.batch_size % len(devices):
+    if mode != "none" and config.batch_size % len(devices):
         raise ConfigError(
             f"--batch_size: {config.batch_size} does not divide evenly across {len(devices)} devices "
             f"for --parallel={mode}; use a multiple of {len(devices)}"
         )
+    return mode, devices
+
+
+def make_placement(config: Config, devices: list[Any] | None = None) -> Placement:
+    """The placement for `config.parallel` (checked by `check_placement`)."""
+    mode, devices = check_placement(config, devices)
+    if mode == "none":
+        return Placement(devices[:1])
     return (PmapPlacement if mode == "pmap" else ShardedPlacement)(devices)

@@ -20,6 +20,7 @@ from mlp_research.backends import registry
 from mlp_research.backends.base import Backend
 from mlp_research.config import Config
 from mlp_research.files import read_json_object
+from mlp_research.launchers import Launch
 from mlp_research.run import driver
 from mlp_research.run import members as members_lib
 from mlp_research.run.loop import EpochHook
@@ -94,17 +95,19 @@ def _result(config: Config, workdir: str, summary: dict[str, Any]) -> Result:
     return Result(config, workdir, summary, tuple(rows), params)
 
 
-def _backend_for(config: Config, backend: Backend | None, launch: Any) -> tuple[Backend, Any]:
+def _backend_for(config: Config, backend: Backend | None, launch: Launch | None) -> tuple[Backend, Launch | None]:
     """The run's backend, loaded and prepared once; the launch completed by the runtime it joins (if any)."""
-    backend = backend if backend is not None else registry.load(config.backend)
-    backend.prepare(config)
+    if backend is None:
+        backend = registry.prepared(config)
+    else:
+        backend.prepare(config)
     if launch is not None and launch.joins:
         launch = backend.join_processes(launch)
     return backend, launch
 
 
 def train_and_evaluate(config: Config, workdir: str, *, restart: bool = False, backend: Backend | None = None,
-                       on_epoch: EpochHook | None = None, launch: Any = None) -> Result:
+                       on_epoch: EpochHook | None = None, launch: Launch | None = None) -> Result:
     """Train `config` in `workdir` (resuming from its newest checkpoint unless `restart`) and evaluate it.
 
     Raises the `UserError` subclasses of `mlp_research.errors` for what the
@@ -119,7 +122,7 @@ def train_and_evaluate(config: Config, workdir: str, *, restart: bool = False, b
 
 
 def train_group(config: Config, workdir: str, vmap: dict[str, Sequence[Any]], *, restart: bool = False,
-                backend: Backend | None = None, on_epoch: EpochHook | None = None, launch: Any = None
+                backend: Backend | None = None, on_epoch: EpochHook | None = None, launch: Launch | None = None
                 ) -> GroupResult:
     """Train every combination of `vmap`'s values of `config` as one vmapped group (e.g. {"lr": [0.05, 0.1]}).
 

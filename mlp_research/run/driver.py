@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from mlp_research.backends import registry
 from mlp_research.backends.adapter import as_backend
-from mlp_research.backends.base import Backend, check_config
+from mlp_research.backends.base import Backend, GroupTrainer, check_config
 from mlp_research.config import Config
 from mlp_research.data import Splits, load_splits
 from mlp_research.errors import (
@@ -48,7 +48,7 @@ from mlp_research.run.trainers import OneMember
 _OOM = re.compile(r"RESOURCE_EXHAUSTED|out of memory|OutOfMemory|ResourceExhausted", re.IGNORECASE)
 
 
-def train_and_evaluate(config: Config, workdir: str, restart: bool = False, backend: Any = None,
+def train_and_evaluate(config: Config, workdir: str, restart: bool = False, backend: Backend | None = None,
                        on_epoch: EpochHook | None = None, launch: dict | None = None) -> dict:
     """Train `config` in `workdir`, resuming from its latest checkpoint unless `restart`.
 
@@ -60,7 +60,8 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False, back
 
 
 def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | None = None, restart: bool = False,
-          backend: Any = None, on_epoch: EpochHook | None = None, launch: dict | None = None) -> list[dict]:
+          backend: Backend | None = None, on_epoch: EpochHook | None = None,
+          launch: dict | None = None) -> list[dict]:
     """Train every member (one, or a vmapped group) and return their summaries in member order."""
     try:
         return _train(members, workdir, axes or {}, restart, backend, on_epoch, launch)
@@ -71,15 +72,15 @@ def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | 
         raise error from None
 
 
-def _train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]], restart: bool, backend: Any,
-           on_epoch: EpochHook | None, launch: dict | None) -> list[dict]:
+def _train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]], restart: bool,
+           backend: Backend | None, on_epoch: EpochHook | None, launch: dict | None) -> list[dict]:
     start = time.perf_counter()
     made = _Made()
     members = list(members)
     grouped = len(members) > 1 or bool(members[0].name)
     config = members[0].config
     with signals.STOP.scoped() as stop, contextlib.ExitStack() as stack:
-        backend = as_backend(backend) if backend is not None else registry.load(config.backend)
+        backend = as_backend(backend) if backend is not None else registry.prepared(config)
         _check(backend, members, grouped)
         primary = backend.process_index() == 0
         alone = backend.process_count() == 1  # with other processes, stops are agreed in the loop
@@ -145,8 +146,8 @@ def out_of_memory(error: BaseException, config: Config) -> OutOfMemoryError | No
         "--batch_size")
 
 
-def _load_and_build(backend: Any, members: Sequence[Member], grouped: bool, stop: signals.StopRequest,
-                    alone: bool) -> tuple[Splits, float, Any]:
+def _load_and_build(backend: Backend, members: Sequence[Member], grouped: bool, stop: signals.StopRequest,
+                    alone: bool) -> tuple[Splits, float, GroupTrainer]:
     """The data and the trainer."""
     t0 = time.perf_counter()
     splits = load_splits(members[0].config)
@@ -157,7 +158,7 @@ def _load_and_build(backend: Any, members: Sequence[Member], grouped: bool, stop
     return splits, data_seconds, trainer
 
 
-def _member_runs(stack: contextlib.ExitStack, backend: Any, members: Sequence[Member], workdir: str,
+def _member_runs(stack: contextlib.ExitStack, backend: Backend, members: Sequence[Member], workdir: str,
                  axes: dict[str, list[Any]], restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
     """Only now, with flags, data and compilation known good, does any work directory change.
 
@@ -348,7 +349,7 @@ def _write_member_outputs(run: MemberRun, summary: dict) -> None:
     metrics_lib.write_json(os.path.join(workdir, metrics_lib.SUMMARY_FILE), summary)
 
 
-def _print_header(config: Config, splits: Splits, trainer: Any, facts: dict, loop: RunLoop, size: int) -> None:
+def _print_header(config: Config, splits: Splits, trainer: GroupTrainer, facts: dict, loop: RunLoop, size: int) -> None:
     where = trainer.describe()
     group = f", {size} members in one vmapped program" if size > 1 else ""
     processes = f", process {facts['process_index']} of {facts['process_count']}" if facts["process_count"] > 1 else ""
