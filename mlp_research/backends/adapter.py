@@ -19,7 +19,7 @@ _DECLARATIONS = ("optimizers", "parallel_modes", "matmul_precisions")
 
 
 class _Trainer:
-    """A trainer without `compile` (optional in the contract) gets the base class's no-op."""
+    """A trainer without `compile` or `logits` (optional in the contract) gets the base class's defaults."""
 
     def __init__(self, trainer: Any):
         self._trainer = trainer
@@ -31,6 +31,11 @@ class _Trainer:
         compile_ = getattr(self._trainer, "compile", None)
         if compile_ is not None:
             compile_()
+
+    def logits(self, images: Any) -> Any:
+        """The wrapped trainer's logits, or None when it has no `logits` (optional in the contract)."""
+        logits = getattr(self._trainer, "logits", None)
+        return logits(images) if callable(logits) else None
 
 
 class _Adapted(Backend):

@@ -161,6 +161,11 @@ class Trainer:
         """Sums over every given example (float32 images, int labels) with the current parameters."""
         return self._evaluate(self._put_batches(images, labels), len(labels))
 
+    def logits(self, images: np.ndarray) -> np.ndarray | None:
+        """The logits of `images` (float32, any count) with the current parameters; None where the backend
+        does not expose them (optional: the kit then compares evaluation sums instead)."""
+        return None
+
     def evaluate_eval_split(self) -> Sums:
         """`evaluate` on the split evaluated every epoch, kept resident after its first use."""
         return self._evaluate(self._eval_split, self._eval_count)

@@ -68,7 +68,8 @@ class Kit:
     """What every case needs: the backend, small fixed data, configs, and a scratch directory."""
 
     def __init__(self, backend: Any, workdir: str | None = None, data_dir: str = ""):
-        self.backend = load_backend(backend) if isinstance(backend, str) else backend
+        # Seen through the interface the driver uses: a backend written without the base class is adapted.
+        self.backend = as_backend(load_backend(backend) if isinstance(backend, str) else backend)
         self.name = self.backend.name
         self.data_dir = data_dir
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"kit-{self.name}-")
@@ -98,7 +99,7 @@ class Kit:
     def trains_groups(self) -> bool:
         """Whether the backend trains --vmap groups: `trains_groups` on a `Backend` subclass, a `group_trainer`
         method on one written from scratch (`backends.adapter` reads either)."""
-        return as_backend(self.backend, self.name).trains_groups
+        return self.backend.trains_groups
 
     def supports(self, **flat: Any) -> str | None:
         """None if the backend accepts these settings, else why not (its ConfigError)."""
@@ -111,11 +112,6 @@ class Kit:
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
-
-
-def has_logits(trainer: Any) -> bool:
-    """Whether a trainer has the optional `logits(images)` (the kit compares evaluation sums without it)."""
-    return callable(getattr(trainer, "logits", None))
 
 
 def random_canonical(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
