@@ -128,7 +128,7 @@ def case_floor(model: str) -> dict:
     """The epoch's floor in each precision, for this model on this data (`benchmarks/floor.py`)."""
     config = _config(model)
     num_eval = 10_000 if not FLAGS.quick else 1000
-    return {precision: floor_lib.epoch_floor(config.model, config.num_train_examples(), config.batch_size,
+    return {precision: floor_lib.epoch_floor(config.spec, config.num_train_examples(), config.batch_size,
                                              precision, num_eval, config.eval_batch_size)
             for precision in FLOOR_PRECISIONS}
 
@@ -217,7 +217,7 @@ def summarise(result: dict, model: str) -> dict:
     epochs = result["epoch_seconds"]
     steady = statistics.median(epochs[1:] if len(epochs) > 1 else epochs)
     return {**result, "steady_epoch_seconds": steady, "examples_per_second": examples / steady,
-            "gflops": config.model.train_flops_per_example() * examples / steady / 1e9}
+            "gflops": config.train_flops_per_example() * examples / steady / 1e9}
 
 
 def _run_round(round_index: int, repeats: int, plan: list[tuple[str, str]], runs: dict, failures: dict,

@@ -69,7 +69,7 @@ def _eval_batches(split: Split, batch: int) -> list[tuple[np.ndarray, np.ndarray
 
 
 def _widths(config: Config) -> list[tuple[int, int]]:
-    sizes = config.model.layer_sizes
+    sizes = config.layer_sizes
     return list(zip(sizes[:-1], sizes[1:]))
 
 
@@ -82,7 +82,7 @@ def jax_loop(config: Config, splits: Splits) -> PlainLoop:
 
     from mlp_research.jax_backend.models import build_model
 
-    net, tx = build_model(config.model), optax.sgd(config.lr)
+    net, tx = build_model(config.spec), optax.sgd(config.lr)
     params = net.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 28, 28)))["params"]
     state = (params, tx.init(params))
 
@@ -141,8 +141,8 @@ def _torch_params(torch: Any, config: Config, device: Any) -> list[Any]:
     torch.manual_seed(config.seed)
     params = []
     for fan_in, fan_out in _widths(config):
-        if config.model.model == "mlp_scratch":
-            w, b = torch.randn(fan_in, fan_out) * config.model.sigma, torch.zeros(fan_out)
+        if config.model == "mlp_scratch":
+            w, b = torch.randn(fan_in, fan_out) * config.sigma, torch.zeros(fan_out)
         else:  # nn.Linear's kaiming_uniform(a=sqrt(5)) and bias init: both U(-1/sqrt(fan_in), 1/sqrt(fan_in))
             bound = fan_in ** -0.5
             w, b = (torch.rand(fan_in, fan_out) * 2 - 1) * bound, (torch.rand(fan_out) * 2 - 1) * bound
@@ -194,8 +194,8 @@ def _tf_params(tf: Any, config: Config) -> list[Any]:
     params = []
     for k, (fan_in, fan_out) in enumerate(_widths(config)):
         seed = [config.seed, k]
-        if config.model.model == "mlp_scratch":
-            w = tf.random.stateless_normal((fan_in, fan_out), seed=seed) * config.model.sigma
+        if config.model == "mlp_scratch":
+            w = tf.random.stateless_normal((fan_in, fan_out), seed=seed) * config.sigma
         else:
             limit = math.sqrt(6 / (fan_in + fan_out))
             w = tf.random.stateless_uniform((fan_in, fan_out), seed=seed, minval=-limit, maxval=limit)
@@ -249,7 +249,7 @@ def tensorflow_loop(config: Config, splits: Splits) -> PlainLoop:
 # ---------------------------------------------------------------- mxnet
 def _mxnet_net(mx: Any, config: Config, x_all: Any) -> tuple[Callable[[Any], Any], list[tuple[Any, Any]]]:
     """The network and its (parameter, gradient) pairs: the book's scratch model, or hybridized gluon."""
-    np_, spec = mx.np, config.model
+    np_, spec = mx.np, config.spec
     if spec.model == "mlp_scratch":
         params = []
         for fan_in, fan_out in _widths(config):
@@ -304,7 +304,7 @@ def mxnet_loop(config: Config, splits: Splits) -> PlainLoop:
         npx.waitall()
         return int(hits) / len(splits.eval)
 
-    return PlainLoop(epoch, "cpu", compiles=config.model.model == "mlp")
+    return PlainLoop(epoch, "cpu", compiles=config.model == "mlp")
 
 
 LOOPS: dict[str, Callable[[Config, Splits], PlainLoop]] = {
@@ -314,8 +314,8 @@ LOOPS: dict[str, Callable[[Config, Splits], PlainLoop]] = {
 
 def run(name: str, config: Config) -> dict:
     """Train `config.max_epochs` epochs with loop `name`; its figures in `epoch_time`'s result format."""
-    if config.model.activation != "relu":
-        raise ValueError(f"{name}: the plain loops are written for relu, not {config.model.activation}")
+    if config.activation != "relu":
+        raise ValueError(f"{name}: the plain loops are written for relu, not {config.activation}")
     t0 = time.perf_counter()
     splits = load_splits(config)
     loop = LOOPS[name](config, splits)

@@ -78,20 +78,20 @@ def compare(backend: str, model: str, settings: dict[str, str]) -> dict[str, Any
     """Both precisions for one backend and model: per-seed accuracies, intervals, the paired difference."""
     data = ({"dataset": "synthetic", "synthetic_train_size": 2000, "synthetic_test_size": 500, "max_epochs": 1}
             if FLAGS.quick else {"data_dir": FLAGS.data_dir})
-    base = Config.from_flat({**Config().to_flat(), "model": model, **settings, "backend": backend, **data,
+    base = Config.from_dict({**Config().as_dict(), "model": model, **settings, "backend": backend, **data,
                              "progress": False, "plot": False})
     if FLAGS.max_epochs:
         base = base.replace(max_epochs=FLAGS.max_epochs)
     sides: dict[str, Any] = {}
     for precision in PRECISIONS:
-        workdir = os.path.join(FLAGS.out, FLAGS.preset, backend, base.model.model, precision)
-        print(f"{backend} {base.model.model} {precision}: {FLAGS.seeds} seeds -> {workdir}", flush=True)
+        workdir = os.path.join(FLAGS.out, FLAGS.preset, backend, base.model, precision)
+        print(f"{backend} {base.model} {precision}: {FLAGS.seeds} seeds -> {workdir}", flush=True)
         summaries = train_seeds(base.replace(matmul_precision=precision), FLAGS.seeds, workdir)
         accuracies = [s["final"]["val_acc"] for s in summaries]
         sides[precision] = {"test_acc": accuracies, **stats.interval(accuracies).as_dict(),
                             "steady_epoch_seconds": statistics.median(s["steady_epoch_seconds"] for s in summaries)}
     difference = stats.paired_difference(sides["bfloat16"]["test_acc"], sides["default"]["test_acc"])
-    return {"backend": backend, "model": base.model.model, "config": {**base.to_flat(), "matmul_precision": None},
+    return {"backend": backend, "model": base.model, "config": {**base.as_dict(), "matmul_precision": None},
             "float32": sides["default"], "bfloat16": sides["bfloat16"],
             "difference": {**difference.as_dict(), "p": stats.paired_p(sides["bfloat16"]["test_acc"],
                                                                        sides["default"]["test_acc"]),

@@ -45,9 +45,9 @@ def measure(hiddens: tuple[int, ...]) -> dict:
     steady = summary["steady_epoch_seconds"]
     return {
         "num_hiddens": list(hiddens),
-        "params": config.model.num_params(),
+        "params": config.num_params(),
         "epoch_seconds_60k": steady * 60_000 / FLAGS.examples,
-        "gflop_per_epoch_60k": config.model.train_flops_per_example() * 60_000 / 1e9,
+        "gflop_per_epoch_60k": config.train_flops_per_example() * 60_000 / 1e9,
         "examples_per_second": FLAGS.examples / steady,
         "gflops": summary["achieved_gflops"],
         "compile_seconds": summary["compile_seconds"],

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     axes = members_lib.parse_vmap(FLAGS.vmap)
     workdir = FLAGS.workdir
     if workdir is None:  # an explicit empty --workdir= is refused by check_workdir, not replaced
-        workdir = os.path.join("runs", f"{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        workdir = os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_workdir(workdir)
     from mlp_research.run import api  # after the flag checks: the backend's framework comes in with it
 

@@ -59,7 +59,7 @@ def experiment_config(config: Config) -> Any:
     overrides them like any other field."""
     from ml_collections import ConfigDict
 
-    flat = config.to_flat()
+    flat = config.as_dict()
     flat["num_hiddens"] = ",".join(map(str, flat["num_hiddens"]))
     return ConfigDict(flat)
 
@@ -117,7 +117,7 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
     for name in field_types():
         if flag_values[name].present:
             values[name] = flag_values[name].value
-    return Config.from_flat(values)
+    return Config.from_dict(values)
 
 
 def _plain(config_dict: Any) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """The training configuration: every knob of a run, defined once.
 
-`Config` nests the framework-neutral `ModelSpec` and adds data, optimiser and
-run settings. Users see one flat namespace (`--lr`, `--num_hiddens`, or
-`config.lr` in an experiment file); `Config.from_flat` maps it onto the nested
-dataclasses and validates it, raising `ConfigError` (exit code 2) with the
-offending flag named, before any data is touched. Each field's type comes
-from its annotation (`typing.get_type_hints`), its help, group and choices from
-its metadata: the command line, `--help` and the checks all read them here.
+`Config` extends the framework-neutral `ModelSpec` with data, optimiser and run
+settings, so one flat object holds every setting under the name users see
+(`--lr`, `--num_hiddens`, `config.lr`, `config.num_hiddens`); `config.spec` is
+the model alone, what a backend builds. Building or `replace`-ing a Config
+checks each value against its field's type and validates the whole, raising
+`ConfigError` (exit code 2) with the offending flag named, before any data is
+touched. Each field's type comes from its annotation (`typing.get_type_hints`),
+its help, group and choices from its metadata: the command line, `--help` and
+the checks all read them here. `as_dict`/`from_dict` are the JSON form stored
+in summaries and checkpoints.
 """
 
 from __future__ import annotations
@@ -54,10 +57,9 @@ def _field(default: Any, group: str, help: str, choices: tuple[str, ...] = ()) -
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """One run: model, data, optimisation and execution settings."""
+class Config(ModelSpec):
+    """One run: the model's fields (inherited from `ModelSpec`), then data, optimisation and execution settings."""
 
-    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
     backend: str = _field("jax", "run", "Framework that trains the model (jax; plugins add more: "
                           "python -m experiments.backends lists them).")
     optimizer: str = _field("sgd", "optimisation", "Optimiser (optax's update rules in every backend).", OPTIMIZERS)
@@ -117,16 +119,18 @@ class Config:
     parallel: str = _field("auto", "parallel", "Data parallelism: none (one device), pmap, sharded (jit over a "
                            "mesh, spans processes), auto (none on one device, else sharded).", PARALLEL_MODES)
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Raise `ConfigError` naming the first invalid flag."""
-        self.model.validate()
+        """Raise `ConfigError` naming the first invalid flag (run by `ModelSpec.__post_init__`)."""
+        super().validate()
         _check_choices(self)
         _check_numbers(self)
         _check_sizes(self)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model alone: what a backend builds and a checkpoint's canonical layout follows."""
+        return ModelSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSpec)})
 
     def num_train_examples(self) -> int:
         """Training examples after the validation hold-out and the subset, known before loading."""
@@ -140,32 +144,32 @@ class Config:
     def resolved_compilation_cache_dir(self) -> str:
         return os.path.expanduser(self.compilation_cache_dir or os.environ.get(COMPILATION_CACHE_ENV, ""))
 
-    # ------------------------------------------------------ flat user view
-    def to_flat(self) -> dict[str, Any]:
-        """The flat namespace users see (flags, experiment files, summaries)."""
-        flat = {f.name: getattr(self.model, f.name) for f in dataclasses.fields(ModelSpec)}
-        flat["num_hiddens"] = list(self.model.num_hiddens)
-        for f in dataclasses.fields(self):
-            if f.name != "model":
-                flat[f.name] = getattr(self, f.name)
-        return flat
+    # ------------------------------------------------------ the stored form
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by its flag name, JSON-ready (widths as a list): summaries, checkpoints, experiment files."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["num_hiddens"] = list(self.num_hiddens)
+        return values
 
     @classmethod
-    def from_flat(cls, values: Mapping[str, Any]) -> "Config":
-        """Build and validate from flat names; unknown names are an error (old stored names are renamed)."""
-        values = {LEGACY_NAMES.get(k, k): v for k, v in values.items()}
-        kinds = field_types()
-        unknown = sorted(set(values) - set(kinds))
-        if unknown:
-            raise ConfigError(f"--{unknown[0]}: unknown config field (known: {', '.join(sorted(kinds))})")
-        model_names = {f.name for f in dataclasses.fields(ModelSpec)}
-        coerced = {k: _coerce(k, kinds[k], v) for k, v in values.items()}
-        model = ModelSpec(**{k: v for k, v in coerced.items() if k in model_names})
-        return cls(model=model, **{k: v for k, v in coerced.items() if k not in model_names})
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        """Build and validate from flag names (a stored config, flags, an experiment file); unknown names are an
+        error, old stored names are renamed."""
+        return cls(**_checked_values(values))
 
-    def replace(self, **flat: Any) -> "Config":
-        """A copy with some flat fields changed (validated)."""
-        return Config.from_flat({**self.to_flat(), **flat})
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some fields changed, each checked against its type, the whole validated."""
+        return dataclasses.replace(self, **_checked_values(changes))
+
+
+def _checked_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` by today's field names, each coerced to its field's type; ConfigError for an unknown name."""
+    values = {LEGACY_NAMES.get(k, k): v for k, v in values.items()}
+    kinds = field_types()
+    unknown = sorted(set(values) - set(kinds))
+    if unknown:
+        raise ConfigError(f"--{unknown[0]}: unknown config field (known: {', '.join(sorted(kinds))})")
+    return {k: _coerce(k, kinds[k], v) for k, v in values.items()}
 
 
 def validation_size(total: int, val_fraction: float) -> int:
@@ -212,7 +216,7 @@ def _check_sizes(c: Config) -> None:
     n_train = c.num_train_examples()
     _check(c.batch_size <= n_train, "batch_size",
            f"{c.batch_size} is larger than the training set ({n_train} examples)")
-    if c.model.num_inputs != 784 or c.model.num_outputs != 10:
+    if c.num_inputs != 784 or c.num_outputs != 10:
         raise ConfigError("--num_inputs/--num_outputs: Fashion-MNIST needs 784 inputs and 10 outputs")
 
 
@@ -228,27 +232,18 @@ def field_types() -> dict[str, str]:
     field the command line could not parse must not pass silently).
     """
     kinds = {}
-    for cls in (ModelSpec, Config):
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if cls is Config and f.name == "model":
-                continue
-            if hints[f.name] not in KINDS:
-                raise TypeError(f"{cls.__name__}.{f.name}: no parser for type {hints[f.name]!r}")
-            kinds[f.name] = KINDS[hints[f.name]]
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if hints[f.name] not in KINDS:
+            raise TypeError(f"Config.{f.name}: no parser for type {hints[f.name]!r}")
+        kinds[f.name] = KINDS[hints[f.name]]
     return kinds
 
 
 def field_metadata() -> dict[str, dict[str, Any]]:
     """Flat field name -> {"help", "group", "choices", "default"}: what `--help` shows."""
-    defaults = Config().to_flat()
-    out = {}
-    for cls in (ModelSpec, Config):
-        for f in dataclasses.fields(cls):
-            if cls is Config and f.name == "model":
-                continue
-            out[f.name] = {**dict(f.metadata), "default": defaults[f.name]}
-    return out
+    defaults = Config().as_dict()
+    return {f.name: {**dict(f.metadata), "default": defaults[f.name]} for f in dataclasses.fields(Config)}
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:

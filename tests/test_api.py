@@ -20,7 +20,7 @@ def test_train_and_evaluate_returns_what_the_command_line_writes(tmp_path):
     assert isinstance(result, Result) and result.workdir == str(tmp_path / "api")
     assert list(result.rows) == read_rows(str(tmp_path / "api"))  # the rows are metrics.jsonl's
     assert result.final == json.load(open(tmp_path / "api" / "summary.json"))["final"]
-    assert set(result.params) == set(tiny_config().model.canonical_shapes())
+    assert set(result.params) == set(tiny_config().canonical_shapes())
     assert result.paths["checkpoint"].startswith(str(tmp_path / "api" / "checkpoints"))
 
     flags = ["--dataset=synthetic", "--synthetic_train_size=1000", "--synthetic_test_size=300", "--batch_size=64",

@@ -205,7 +205,7 @@ def test_the_group_cases_vary_every_per_member_field() -> None:
 
     configs = checks_group.member_configs(kit_lib.Kit(NumpyBackend()))
     for field in VMAP_FIELDS:
-        assert len({c.to_flat()[field] for c in configs}) > 1, field
+        assert len({c.as_dict()[field] for c in configs}) > 1, field
 
 
 @pytest.mark.parametrize("case", kit_lib.pytest_cases())

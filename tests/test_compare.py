@@ -17,7 +17,7 @@ TRAIN_FLAGS = ["--dataset=synthetic", "--synthetic_train_size=512", "--synthetic
 
 
 def flat(**overrides) -> dict:
-    return {**Config().to_flat(), **overrides}
+    return {**Config().as_dict(), **overrides}
 
 
 def rows(accs, losses=None) -> list[dict]:

@@ -70,7 +70,7 @@ CONFIGS = REPO / "experiments" / "configs"
 )
 def test_invalid_values_raise_config_error_naming_the_flag(values, flag):
     with pytest.raises(ConfigError) as info:
-        Config.from_flat(values)
+        Config.from_dict(values)
     message = str(info.value)
     assert message.startswith(f"--{flag}:"), message
     assert "\n" not in message
@@ -122,15 +122,15 @@ def test_model_spec_validation_names_the_flag(kwargs, flag):
     ],
 )
 def test_boundary_values_are_accepted(values):
-    config = Config.from_flat(values)
+    config = Config.from_dict(values)
     assert config.num_train_examples() >= config.batch_size
 
 
 def test_from_flat_coerces_string_values():
-    config = Config.from_flat({"lr": "0.5", "max_epochs": "3", "num_hiddens": "512,256", "progress": "false"})
+    config = Config.from_dict({"lr": "0.5", "max_epochs": "3", "num_hiddens": "512,256", "progress": "false"})
     assert config.lr == 0.5 and isinstance(config.lr, float)
     assert config.max_epochs == 3 and isinstance(config.max_epochs, int)
-    assert config.model.num_hiddens == (512, 256)
+    assert config.num_hiddens == (512, 256)
     assert config.progress is False
 
 
@@ -151,29 +151,29 @@ def test_parse_widths():
     "config",
     [
         Config(),
-        Config(model=ModelSpec(model="mlp", num_hiddens=(512, 256), activation="gelu", init="he", sigma=0.2)),
+        Config(model="mlp", num_hiddens=(512, 256), activation="gelu", init="he", sigma=0.2),
         Config(optimizer="adamw", lr=3e-4, weight_decay=0.01, schedule="warmup_cosine", warmup_epochs=1.5,
                max_epochs=3, batch_size=128, seed=7, val_fraction=0.1, test_at_end=True, progress=False),
         Config(dataset="synthetic", synthetic_train_size=512, synthetic_test_size=64, batch_size=32),
     ],
 )
 def test_flat_round_trip(config):
-    flat = config.to_flat()
+    flat = config.as_dict()
     assert "model" in flat and "lr" in flat and "num_hiddens" in flat
     assert isinstance(flat["num_hiddens"], list)
     for name, value in flat.items():
         assert not dataclasses.is_dataclass(value), name  # flat means flat
-    assert Config.from_flat(flat) == config
-    assert Config.from_flat(flat).to_flat() == flat
+    assert Config.from_dict(flat) == config
+    assert Config.from_dict(flat).as_dict() == flat
 
 
 def test_replace_changes_only_the_named_fields_and_validates():
     config = Config()
     changed = config.replace(lr=0.5, num_hiddens="64,32", model="mlp")
     assert changed.lr == 0.5
-    assert changed.model == ModelSpec(model="mlp", num_hiddens=(64, 32))
-    assert {k: v for k, v in changed.to_flat().items() if k not in ("lr", "num_hiddens", "model")} == {
-        k: v for k, v in config.to_flat().items() if k not in ("lr", "num_hiddens", "model")
+    assert changed.spec == ModelSpec(model="mlp", num_hiddens=(64, 32))
+    assert {k: v for k, v in changed.as_dict().items() if k not in ("lr", "num_hiddens", "model")} == {
+        k: v for k, v in config.as_dict().items() if k not in ("lr", "num_hiddens", "model")
     }
     with pytest.raises(ConfigError, match="^--lr:"):
         config.replace(lr=0)
@@ -200,8 +200,8 @@ def test_no_flags_give_the_default_config(monkeypatch):
 def test_explicit_flags_are_parsed_and_validated(monkeypatch):
     config = parse(["--lr=0.5", "--num_hiddens=512,256", "--model=mlp", "--noprogress", "--batch_size=64"], monkeypatch)
     assert config.lr == 0.5
-    assert config.model.num_hiddens == (512, 256)
-    assert config.model.model == "mlp"
+    assert config.num_hiddens == (512, 256)
+    assert config.model == "mlp"
     assert config.progress is False
     assert config.batch_size == 64
     with pytest.raises(ConfigError, match="^--lr:"):
@@ -211,9 +211,9 @@ def test_explicit_flags_are_parsed_and_validated(monkeypatch):
 def test_precedence_file_then_overrides_then_flags(monkeypatch):
     concise = str(CONFIGS / "mlp_concise.py")
     config = parse([f"--config={concise}"], monkeypatch)
-    assert config.model.model == "mlp"
+    assert config.model == "mlp"
     config = parse([f"--config={concise}", "--config.lr=0.3", "--batch_size=128"], monkeypatch)
-    assert (config.model.model, config.lr, config.batch_size) == ("mlp", 0.3, 128)
+    assert (config.model, config.lr, config.batch_size) == ("mlp", 0.3, 128)
     config = parse([f"--config={concise}", "--config.lr=0.3", "--lr=0.2"], monkeypatch)
     assert config.lr == 0.2
 

@@ -30,13 +30,13 @@ def test_every_field_accepts_or_refuses_with_one_line_naming_a_flag():
     for _ in range(3000):
         values = {name: rng.choice(NASTY) for name in rng.sample(fields, rng.randint(1, 3))}
         try:
-            config = Config.from_flat(values)
+            config = Config.from_dict(values)
         except ConfigError as e:
             message = str(e)
             assert message.startswith("--") and "\n" not in message and len(message) < 2000, (values, message)
             continue
         # Accepted: every number is finite and the config is usable as is.
-        for name, value in config.to_flat().items():
+        for name, value in config.as_dict().items():
             if isinstance(value, float):
                 assert math.isfinite(value), (values, name)
 

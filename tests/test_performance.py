@@ -91,10 +91,10 @@ def test_bfloat16_run_learns_close_to_float32(tmp_path):
 
 def test_precision_is_part_of_what_a_checkpoint_computes():
     """Changing precision refuses a resume; an old checkpoint without the field means the default."""
-    old = {k: v for k, v in tiny_config().to_flat().items() if k not in ("matmul_precision", "compilation_cache_dir")}
-    assert config_differences(old, tiny_config().to_flat()) == []
-    assert config_differences(old, tiny_config(compilation_cache_dir="/tmp/x").to_flat()) == []
-    assert config_differences(old, tiny_config(matmul_precision="bfloat16").to_flat()) == [
+    old = {k: v for k, v in tiny_config().as_dict().items() if k not in ("matmul_precision", "compilation_cache_dir")}
+    assert config_differences(old, tiny_config().as_dict()) == []
+    assert config_differences(old, tiny_config(compilation_cache_dir="/tmp/x").as_dict()) == []
+    assert config_differences(old, tiny_config(matmul_precision="bfloat16").as_dict()) == [
         "matmul_precision: 'default' -> 'bfloat16'"
     ]
 

@@ -412,7 +412,7 @@ def _training_config(**overrides):
 def _train_both(config, splits, epochs: int = 2):
     """Train the core and the reference from the same initial parameters; yield both after each epoch."""
     trainer = registry.load("jax").trainer(config, splits)
-    params = reference.init_params(config.model, np.random.default_rng(config.seed))
+    params = reference.init_params(config.spec, np.random.default_rng(config.seed))
     trainer.set_params(params)
     slots, steps = None, trainer.layout.steps_per_epoch
     assert steps == 4
@@ -439,7 +439,7 @@ def test_training_epochs_match_the_core(case):
         for name, value in want_params.items():
             np.testing.assert_allclose(got_params[name], value, rtol=0, atol=1e-4, err_msg=name)
     got, want = trainer.evaluate(splits.test.images, splits.test.labels), reference.evaluate(
-        config.model, want_params, splits.test.images, splits.test.labels)
+        config.spec, want_params, splits.test.images, splits.test.labels)
     assert got.count == want.count == 30
     assert got.correct == want.correct
     assert math.isclose(got.loss_sum, want.loss_sum, rel_tol=1e-5)

@@ -55,7 +55,7 @@ def test_conditional_parameters_are_sampled_only_under_their_condition_and_epoch
         sampled = space_lib.suggest(optuna.trial.FixedTrial(params), space)
         assert sampled == params
         config = space_lib.configure(space, base, sampled)
-        seen.add((config.optimizer, config.momentum, config.model.num_hiddens, config.max_epochs))
+        seen.add((config.optimizer, config.momentum, config.num_hiddens, config.max_epochs))
     assert seen == {("sgd", 0.9, (32, 16), 2), ("momentum", 0.7, (16,), 8)}  # sgd keeps the default momentum
     assert space.varying_epochs and space.max_epochs() == 8
     from mlp_research.search import study
@@ -70,7 +70,7 @@ def test_derive_turns_free_parameters_into_fields_and_is_part_of_the_study(tmp_p
                     "def derive(p):\n    return dict(num_hiddens=[p['width']] * p['depth'])\n")
     space = space_lib.load_space(str(path))
     config = space_lib.configure(space, space.base(), {"depth": 3, "width": 16})
-    assert config.model.num_hiddens == (16, 16, 16)
+    assert config.num_hiddens == (16, 16, 16)
     name = space.study_name()
     path.write_text(path.read_text().replace("[p['width']] * p['depth']", "[p['width']] * (p['depth'] + 1)"))
     assert space_lib.load_space(str(path)).study_name() != name, "another derive() computes another study"

@@ -85,7 +85,7 @@ def test_matches_plain_python_loop(tmp_path, optimizer):
     config = tiny_config(optimizer=optimizer, lr=lr, max_epochs=2)
     result = train_and_evaluate(config, str(tmp_path))
     splits = load_splits(config)
-    model = build_model(config.model)
+    model = build_model(config.spec)
     tx = {"sgd": optax.sgd(lr), "momentum": optax.sgd(lr, momentum=0.9), "adam": optax.adam(lr)}[optimizer]
     params = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 28, 28)))["params"]
     opt_state = tx.init(params)
@@ -107,7 +107,7 @@ def test_matches_plain_python_loop(tmp_path, optimizer):
         for idx in batching.step_batches(order, layout):
             params, opt_state, loss = update(params, opt_state, x_all[idx], y_all[idx])
             loss_sum += float(loss) * len(idx)
-    expected = to_canonical(config.model, params)
+    expected = to_canonical(config.spec, params)
     for name, value in expected.items():
         # The short batch's loss is padded and weighted in the core, cut in the loop: float32 rounding differs, and
         # Adam's division by sqrt(v) amplifies it in the few weights whose gradients are near zero.

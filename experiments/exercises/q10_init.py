@@ -44,7 +44,7 @@ def get_config() -> ConfigDict:
 def symmetry_analysis(config: Config, summary: dict) -> dict:
     """How different the hidden units are: identical units (symmetry) compute the same feature."""
     w1 = summary["params"]["W1"]
-    hidden, _ = forward_hidden(summary["params"], eval_images(config, 512), config.model.activation)
+    hidden, _ = forward_hidden(summary["params"], eval_images(config, 512), config.activation)
     return {"unit_spread": float(np.mean(np.std(w1, axis=1))),
             "distinct_units": int(len(np.unique(np.round(w1.T, 6), axis=0))),
             "active_units": int(np.sum(np.any(hidden > 0, axis=0)))}
@@ -92,9 +92,9 @@ def answer(results: list[Setting]) -> tuple[str, str, str]:
     order = sorted(results, key=lambda s: -s.interval().mean if s.interval().n else 1.0)
     diverged = [f"{s.label} ({s.diverged()} of {len(s.results)} seeds)" for s in results if s.diverged()]
     below = [v for v in ranking.versus if v.verdict == "below"]
-    zero = next((s for s in results if s.value.model.init == "zeros"), None)
+    zero = next((s for s in results if s.value.init == "zeros"), None)
     zero_text = "" if zero is None else (
-        f" Zeros show the symmetry problem: after training the {zero.value.model.num_hiddens[0]} hidden units are "
+        f" Zeros show the symmetry problem: after training the {zero.value.num_hiddens[0]} hidden units are "
         f"{_mean(zero, 'distinct_units'):.0f} distinct unit(s) on average ({_mean(zero, 'active_units'):.0f} ever "
         f"active), because identical units get identical gradients (and with ReLU at 0, none), so the net reaches "
         f"only {zero.interval().text()}.")

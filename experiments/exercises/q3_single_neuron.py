@@ -42,7 +42,7 @@ def get_config() -> ConfigDict:
 
 def bottleneck_analysis(config: Config, summary: dict) -> dict:
     """What a narrow hidden layer does to the network's outputs on the evaluation split."""
-    hidden, logits = forward_hidden(summary["params"], eval_images(config), config.model.activation)
+    hidden, logits = forward_hidden(summary["params"], eval_images(config), config.activation)
     sv = np.linalg.svd(logits - logits.mean(0), compute_uv=False)
     rank = int(np.sum(sv > sv[0] * 1e-2)) if sv[0] > 1e-6 else 0
     return {"distinct_predictions": int(len(np.unique(logits.argmax(-1)))), "logit_rank": rank,

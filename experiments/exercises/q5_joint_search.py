@@ -107,7 +107,7 @@ def _space_path(cfg: dict) -> str:
 
 def _overrides(cfg: dict, ctx: Context, **sampler) -> dict:
     """The space as the report runs it: the config's overrides, the report's data and cache, this search's sampler."""
-    flat = ctx.config().to_flat()
+    flat = ctx.config().as_dict()
     return deep_update(dict(cfg.get("space_overrides") or {}),
                        {"fixed": {k: flat[k] for k in CONTEXT_FIELDS}, "sampler": sampler})
 
@@ -118,7 +118,7 @@ def _search(cfg: dict, ctx: Context, directory: str, **sampler) -> Outcome:
                                  data_dir=ctx.data_dir)
     outcome = runner.run_search(spec, space, ctx.search_workers, log=ctx.log)
     if outcome.seconds > 5:  # trained now (not reused): the report's clock learns this machine's speed
-        gflop = sum(trial_gflop(Config.from_flat(t["config"])) * t["epochs_trained"] / t["config"]["max_epochs"]
+        gflop = sum(trial_gflop(Config.from_dict(t["config"])) * t["epochs_trained"] / t["config"]["max_epochs"]
                     for t in outcome.trials if t["config"])
         ctx.clock.record("q5", gflop, outcome.seconds, len(outcome.trials))
     return outcome
@@ -148,7 +148,7 @@ def _top(searches: dict[str, Outcome], k: int) -> list[tuple[str, dict]]:
 
 
 def _retrain(rank: int, label: str, trial: dict, cfg: dict, ctx: Context) -> Retrained:
-    config = Config.from_flat(trial["config"]).replace(val_fraction=0.0, test_at_end=False, data_dir=ctx.data_dir)
+    config = Config.from_dict(trial["config"]).replace(val_fraction=0.0, test_at_end=False, data_dir=ctx.data_dir)
     trials = [Trial(f"seed_{s}", config.replace(seed=int(s)), {"seed": int(s)}) for s in cfg["retrain_seeds"]]
     root = ctx.path(DIR, "retrain", f"{label.replace(' ', '_')}_trial{trial['number']}", "")
     return Retrained(rank, label, trial, run_sweep(trials, root, log=ctx.log, tag="q5 retrain", clock=ctx.clock))
@@ -162,7 +162,7 @@ def measure(cfg: dict, ctx: Context) -> Results:
     at, direction, chosen = analysis.rung(pooled), baseline.space.direction, top[0]
     values = [(r["final"]["val_acc"], r["config"]["seed"]) for r in chosen.finals if r.get("eval_split") == "test"]
     value, seed = min(values, key=lambda vs: abs(vs[0] - chosen.test.mean))  # the seed nearest the mean
-    config = Config.from_flat(chosen.finals[0]["config"]).replace(seed=int(seed), data_dir=ctx.data_dir)
+    config = Config.from_dict(chosen.finals[0]["config"]).replace(seed=int(seed), data_dir=ctx.data_dir)
     return Results(searches, baseline, top, at, analysis.importances(pooled, direction, at),
                    analysis.importances(pooled, direction, None), reruns.winners(searches, cfg["family"]),
                    list(cfg["family"]), train_command(config, "runs/q5_best"), int(seed), float(value))
@@ -239,7 +239,7 @@ def answer(res: Results) -> str:
     overlap = [r.rank for r in res.top[1:] if _ci95(r.test)[1] >= low and r.test.n > 1]
     ranked = sorted(res.importance.items(), key=lambda kv: -kv[1])[:3]
     saved = analysis.savings(res.pooled, res.baseline.space)
-    config = Config.from_flat(best["config"])
+    config = Config.from_dict(best["config"])
     n_val = round((60_000 if config.dataset == "fashion_mnist" else config.synthetic_train_size) * config.val_fraction)
     error = (best["value"] * (1 - best["value"]) / max(n_val, 1)) ** 0.5
     return (
@@ -277,7 +277,7 @@ def setup(cfg: dict, res: Results) -> str:
             f"random search with seed {space.seed} draws the same start-up trials as TPE with seed {space.seed}, so "
             "that pair differs only in how the later trials were chosen),"
             f" Hyperband (reduction {space.reduction_factor}) on each trial's share of its cosine schedule; "
-            f"trials on {Config.from_flat(res.pooled[0]['config']).num_train_examples():,} examples with validation "
+            f"trials on {Config.from_dict(res.pooled[0]['config']).num_train_examples():,} examples with validation "
             f"fraction {space.fixed.get('val_fraction')}; retrains on the whole training set (val_fraction 0) with "
             f"seeds {', '.join(map(str, cfg['retrain_seeds']))}. Retrain command: `{res.command}`")
 
@@ -324,7 +324,7 @@ def summary_line(res: Results) -> tuple[str, str]:
 def section(cfg: dict, ctx: Context) -> Section:
     res = measure(cfg, ctx)
     summary, evidence = summary_line(res)
-    precision = Config.from_flat(res.pooled[0]["config"]).matmul_precision
+    precision = Config.from_dict(res.pooled[0]["config"]).matmul_precision
     return Section("q5", TITLE, QUESTION, tables(res), figures_of(res, ctx), answer(res), setup(cfg, res),
                    hardware.device_label(), headline(cfg, res), summary=summary, evidence=evidence,
                    precision=precision)

@@ -89,7 +89,7 @@ def measure(cfg: dict, ctx: Context) -> dict:
 
     cases = _cases(cfg)
     values = timing.interleaved(cases, cfg["rounds"], one, ctx.log, QID)
-    flops = {key(c): _trial(cfg, ctx, c).config.model.train_flops_per_example() for c in cases}
+    flops = {key(c): _trial(cfg, ctx, c).config.train_flops_per_example() for c in cases}
     return hardware.store(ctx.path(QID + "_speed", "results.json"), hardware.device_label(),
                           {"rounds": cfg["rounds"], "examples_per_second": {key(c): values[c] for c in cases},
                            "train_flops_per_example": flops})

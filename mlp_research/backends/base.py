@@ -124,7 +124,7 @@ class Trainer:
     """
 
     def __init__(self, config: Config, splits: Splits):
-        self.config, self.spec = config, config.model
+        self.config, self.spec = config, config.spec
         self.layout: EpochLayout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
         self.eval_batch = max(1, min(config.eval_batch_size, len(splits.eval)))
         self.compile_seconds = 0.0  # building, compiling or tracing before the first epoch

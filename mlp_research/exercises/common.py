@@ -224,14 +224,14 @@ def run_setup(base: Config, epochs: int | None = None, seeds: Sequence[int] = ()
     seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), paired: a seed fixes the initialisation and the "
                  "data order of every setting" if len(seeds) > 1 else f"seed {seeds[0] if seeds else base.seed}")
     return (f"{base.dataset}: {n:,} training examples{subset}, validation fraction {base.val_fraction}; "
-            f"{base.model.model}, {base.optimizer} lr={lr or format(base.lr, 'g')}, {base.schedule} schedule, "
+            f"{base.model}, {base.optimizer} lr={lr or format(base.lr, 'g')}, {base.schedule} schedule, "
             f"batch {base.batch_size}, "
             f"{epochs or base.max_epochs} epochs, matmul precision {base.matmul_precision}, {seed_text}")
 
 
 def trial_gflop(config: Config) -> float:
     """Training plus per-epoch evaluation work of one run, in GFLOP (the `ModelSpec` FLOP definition)."""
-    spec = config.model
+    spec = config.spec
     total = 60_000 if config.dataset == "fashion_mnist" else config.synthetic_train_size
     n_eval = round(total * config.val_fraction) or (10_000 if config.dataset == "fashion_mnist"
                                                    else config.synthetic_test_size)

@@ -91,9 +91,9 @@ class Setting:
 
 def pool_name(config: Config) -> str:
     """A trial's name in the shared pool: readable fields, a digest of the whole config (seed aside), the seed."""
-    flat = {k: v for k, v in config.to_flat().items() if k not in RESULT_NEUTRAL_FIELDS and k != "seed"}
+    flat = {k: v for k, v in config.as_dict().items() if k not in RESULT_NEUTRAL_FIELDS and k != "seed"}
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    m = config.model
+    m = config.spec
     return (f"{m.model}_{'-'.join(map(str, m.num_hiddens))}_{m.activation}_{m.init}_{config.optimizer}{config.lr:g}_"
             f"e{config.max_epochs}_{digest}_seed{config.seed}")
 

@@ -56,7 +56,7 @@ def read_json(path: str) -> dict | None:
 
 
 def _flat(config: Config) -> dict:
-    return json.loads(json.dumps(config.to_flat()))
+    return json.loads(json.dumps(config.as_dict()))
 
 
 def same_config(stored: dict, config: Config) -> bool:
@@ -94,9 +94,9 @@ def load_result(trial: Trial, root: str, summary: dict) -> dict:
 
 def _diverged_summary(trial: Trial, message: str) -> dict:
     nan = float("nan")
-    return {"config": trial.config.to_flat(), "diverged": True, "first_nonfinite_step": -1, "message": message,
+    return {"config": trial.config.as_dict(), "diverged": True, "first_nonfinite_step": -1, "message": message,
             "final": {"epoch": trial.config.max_epochs, "train_loss": nan, "train_acc": nan, "val_loss": nan,
-                      "val_acc": nan}, "best_val_acc": nan, "num_params": trial.config.model.num_params(),
+                      "val_acc": nan}, "best_val_acc": nan, "num_params": trial.config.num_params(),
             "steady_epoch_seconds": nan, "total_seconds": nan, "compile_seconds": nan}
 
 
@@ -114,7 +114,7 @@ def _prepare(trial: Trial, root: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     same = stored and same_config(stored.get("config", {}), trial.config)
     keep = {"analysis": stored.get("analysis")} if same else {}
-    _write_record(workdir, {"config": trial.config.to_flat(), "labels": trial.labels, **keep})
+    _write_record(workdir, {"config": trial.config.as_dict(), "labels": trial.labels, **keep})
 
 
 def _write_record(workdir: str, record: dict) -> None:
@@ -190,7 +190,7 @@ def run_sweep(trials: Sequence[Trial], root: str, *, log: Log = print, tag: str 
                 record["analysis"] = analyse(t.config, s)
             if s.get("message"):
                 record["diverged_all"] = s["message"]
-            _write_record(workdir, {**record, "config": t.config.to_flat(), "labels": t.labels})
+            _write_record(workdir, {**record, "config": t.config.as_dict(), "labels": t.labels})
             count += 1
             together = f", trained with {len(group) - 1} others in one vmapped program" if len(group) > 1 else ""
             log(f"[{tag}] {t.name} ({count}/{len(trials)}): {_brief(s)}{together}, {seconds:.1f} s")
@@ -210,7 +210,7 @@ def _train_group(group: Sequence[Trial], root: str, log: Log, tag: str, clock: C
         if len(group) == 1:
             return [driver.train_and_evaluate(group[0].config, os.path.join(root, group[0].name), on_epoch=hook)]
         members = [members_lib.Member(t.name, t.config, os.path.join(root, t.name)) for t in group]
-        axes = {f: list(dict.fromkeys(m.config.to_flat()[f] for m in members))
+        axes = {f: list(dict.fromkeys(m.config.as_dict()[f] for m in members))
                 for f in members_lib.differing_fields(members)}
         return driver.train(members, group_dir(root, group), axes=axes, on_epoch=hook)
     except NonFiniteLossError as e:

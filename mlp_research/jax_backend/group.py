@@ -83,7 +83,7 @@ class JaxGroupTrainer:
         base = self.configs[0]
         self.device = jax.devices()[0]
         self.layout = batching.make_layout(len(splits.train), base.batch_size, base.steps_per_chunk)
-        self.model = build_model(base.model, base.matmul_precision)
+        self.model = build_model(base.spec, base.matmul_precision)
         self.tx = optim.injected_optimizer(base, self.layout.steps_per_epoch)
         t0 = time.perf_counter()
         self.train_data = jax.device_put((splits.train.compact_images, splits.train.labels), self.device)
@@ -103,7 +103,7 @@ class JaxGroupTrainer:
 
     # ------------------------------------------------------------- set-up
     def _initial_state(self, config: Config) -> step_lib.TrainState:
-        params = compiled_init(config.model)(jax.random.PRNGKey(config.seed))
+        params = compiled_init(config.spec)(jax.random.PRNGKey(config.seed))
         return step_lib.TrainState(jnp.zeros((), jnp.int32), params, self._member_tx(config).init(params))
 
     def _member_tx(self, config: Config):
@@ -182,12 +182,12 @@ class JaxGroupTrainer:
 
     def get_params(self) -> list[dict[str, np.ndarray]]:
         params = jax.device_get(self.state.params)
-        return [to_canonical(c.model, _member(params, k)) for k, c in enumerate(self.configs)]
+        return [to_canonical(c.spec, _member(params, k)) for k, c in enumerate(self.configs)]
 
     def set_params(self, params: Sequence[dict[str, np.ndarray]]) -> None:
         states = self.state_dicts()
         for state, config, canonical in zip(states, self.configs, params):
-            state["params"] = jax.tree.map(np.asarray, from_canonical(config.model, canonical))
+            state["params"] = jax.tree.map(np.asarray, from_canonical(config.spec, canonical))
         self.load_state_dicts(states)
 
 

@@ -42,7 +42,7 @@ def compiled_init(spec: ModelSpec):
 
 
 def initial_state(config: Config, steps_per_epoch: int) -> step_lib.TrainState:
-    params = compiled_init(config.model)(jax.random.PRNGKey(config.seed))
+    params = compiled_init(config.spec)(jax.random.PRNGKey(config.seed))
     return step_lib.TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(config, steps_per_epoch).init(params))
 
 
@@ -53,7 +53,7 @@ def optimizer_state_or_none(opt_state: Any) -> Any:
 
 def abstract_host_state(config: Config) -> dict[str, Any]:
     """Zeros shaped like a run's `state_dict()`, on the host: the restore target of a group member's checkpoint."""
-    model, tx = build_model(config.model), make_optimizer(config, 1)
+    model, tx = build_model(config.spec), make_optimizer(config, 1)
 
     def init(key: jax.Array) -> tuple[Any, Any]:
         params = model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
@@ -81,10 +81,9 @@ _MAX_PROGRAMS = 16
 
 def _program_key(config: Config, placement: placement_lib.Placement) -> tuple:
     """What a compiled program depends on: everything but the initialisation and the seed."""
-    flat = config.to_flat()
     fields = ("model", "num_hiddens", "activation", "matmul_precision", "optimizer", "lr", "momentum", "weight_decay",
               "schedule", "warmup_epochs", "max_epochs")
-    return (tuple(str(flat[f]) for f in fields), placement.mode, tuple(str(d) for d in placement.devices))
+    return (tuple(str(getattr(config, f)) for f in fields), placement.mode, tuple(str(d) for d in placement.devices))
 
 
 def _signature(arrays: tuple) -> tuple:
@@ -113,7 +112,7 @@ class JaxTrainer(Trainer):
     def __init__(self, config: Config, splits: Splits, placement: placement_lib.Placement):
         super().__init__(config, splits)
         self.placement = placement
-        self.model = build_model(config.model, config.matmul_precision)
+        self.model = build_model(config.spec, config.matmul_precision)
         self.tx = make_optimizer(config, self.layout.steps_per_epoch)
         self.train_data = placement.put_replicated((splits.train.compact_images, splits.train.labels))
         eval_batch = _round_up(min(config.eval_batch_size, len(splits.eval)), placement.eval_batch_multiple())
@@ -199,8 +198,8 @@ class JaxTrainer(Trainer):
         self.state = self.placement.put_replicated(step_lib.TrainState(np.int32(self.step), params, opt_state))
 
     def _get_canonical(self) -> dict[str, np.ndarray]:
-        return to_canonical(self.config.model, self.placement.to_host(self.state.params))
+        return to_canonical(self.config.spec, self.placement.to_host(self.state.params))
 
     def _set_canonical(self, params: dict[str, np.ndarray]) -> None:
         _, opt_state = self._framework_state()
-        self._load_framework_state(jax.tree.map(np.asarray, from_canonical(self.config.model, params)), opt_state)
+        self._load_framework_state(jax.tree.map(np.asarray, from_canonical(self.config.spec, params)), opt_state)

@@ -87,7 +87,7 @@ def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE
     """'field: old -> new' for every field outside `ignore` (by default: what a resume may change)."""
     diffs = []
     # A checkpoint written before a field existed computed with that field's default (or its legacy value).
-    defaults = Config().to_flat()
+    defaults = Config().as_dict()
     old = {("steps_per_chunk" if k == "steps_per_call" else k): v for k, v in old.items()}
     for name in sorted(set(old) | set(new)):
         if name in ignore:
@@ -175,7 +175,7 @@ class Checkpoints:
             return
 
     def _refuse_mismatch(self, step: int, meta: dict, config: Config) -> None:
-        diffs = config_differences(meta["config"], config.to_flat())
+        diffs = config_differences(meta["config"], config.as_dict())
         if diffs:
             raise CheckpointMismatchError(
                 f"--workdir: the checkpoint in {self.path(step)} was written by a different run "
@@ -191,7 +191,7 @@ class Checkpoints:
         try:
             restored = self._manager.restore(step, args=args.Composite(
                 state=args.StandardRestore(abstract_state),
-                canonical=args.StandardRestore(_abstract_canonical(config.model))))
+                canonical=args.StandardRestore(_abstract_canonical(config.spec))))
         except ValueError:  # a tree of another structure: an older layout of the same state, or really another
             restored = self._restore_older_layout(step, config, abstract_state)
         self._verify(step, meta, restored)
@@ -207,7 +207,7 @@ class Checkpoints:
         """
         args = self._ocp.args
         restored = self._manager.restore(step, args=args.Composite(
-            state=args.StandardRestore(), canonical=args.StandardRestore(_abstract_canonical(config.model))))
+            state=args.StandardRestore(), canonical=args.StandardRestore(_abstract_canonical(config.spec))))
         state = checksums.without_empty(restored["state"])
         if checksums.array_shapes(state) != checksums.array_shapes(abstract_state):
             raise ValueError("the stored state's arrays are not this run's")
@@ -269,7 +269,7 @@ class Checkpoints:
             raise CheckpointError(f"cannot save step {step}: {self.path(existing[0])} is at or beyond it; "
                                   "use --restart to start over or move that checkpoint away")
         canonical = dict(canonical)
-        meta = {"format": FORMAT_VERSION, "config": config.to_flat(), "position": dataclasses.asdict(position),
+        meta = {"format": FORMAT_VERSION, "config": config.as_dict(), "position": dataclasses.asdict(position),
                 "history": history, **(extra or {}),
                 "checksums": {"state": checksums.manifest(host_state), "canonical": checksums.manifest(canonical)}}
         args = self._ocp.args

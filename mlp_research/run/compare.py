@@ -231,7 +231,7 @@ def display_path(path: str) -> str:
 def _defaults() -> dict[str, Any]:
     from mlp_research.config import Config
 
-    return Config().to_flat()
+    return Config().as_dict()
 
 
 def _field_values(runs: Sequence[Run]) -> dict[str, list[Any]]:

@@ -141,7 +141,7 @@ def out_of_memory(error: BaseException, config: Config) -> OutOfMemoryError | No
         return None
     what = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)[:160]
     return OutOfMemoryError(
-        f"--num_hiddens: the model ({config.model.num_params():,} parameters) with --batch_size="
+        f"--num_hiddens: the model ({config.num_params():,} parameters) with --batch_size="
         f"{config.batch_size} does not fit in this machine's memory ({what}); use smaller --num_hiddens or "
         "--batch_size")
 
@@ -297,7 +297,7 @@ def _open_writers(runs: Sequence[MemberRun], primary: bool) -> None:
 
 
 def _hparams(config: Config) -> dict[str, Any]:
-    flat = config.to_flat()
+    flat = config.as_dict()
     flat["num_hiddens"] = ",".join(map(str, flat["num_hiddens"]))
     return {k: v for k, v in flat.items() if k not in ("progress", "data_dir", "compilation_cache_dir")}
 
@@ -341,7 +341,7 @@ def _summary(loop: RunLoop, run: MemberRun, run_facts: dict, start: float, statu
 
 def _write_member_outputs(run: MemberRun, summary: dict) -> None:
     workdir, config = run.member.workdir, run.member.config
-    spec = config.model
+    spec = config.spec
     title = (f"{config.backend} {spec.model} {list(spec.layer_sizes)} {spec.activation}, "
              f"{config.optimizer} lr={config.lr}, batch {config.batch_size}")
     if config.plot and not plots.plot_curves(run.rows, os.path.join(workdir, metrics_lib.CURVES_FILE), title=title):
@@ -355,8 +355,8 @@ def _print_header(config: Config, splits: Splits, trainer: GroupTrainer, facts: 
     processes = f", process {facts['process_index']} of {facts['process_count']}" if facts["process_count"] > 1 else ""
     launcher = facts["launch"].get("launcher")
     launcher = None if launcher in (None, "none") else launcher
-    print(f"{config.backend}/{config.model.model} {list(config.model.layer_sizes)} "
-          f"({config.model.num_params():,} params), {len(splits.train):,} train / {len(splits.eval):,} "
+    print(f"{config.backend}/{config.model} {list(config.layer_sizes)} "
+          f"({config.num_params():,} params), {len(splits.train):,} train / {len(splits.eval):,} "
           f"{splits.eval.name} examples, data {facts['data_seconds']:.2f} s, compile {trainer.compile_seconds:.2f} s, "
           f"{where['num_devices']} {where['device']} device(s), parallel={where['parallel']}{group}{processes}"
           + (f", launcher {launcher}" if launcher else ""), flush=True)

@@ -96,7 +96,7 @@ def _canonical(checkpoints: checkpoint_lib.Checkpoints, step: int, config: Confi
     for candidate in steps:
         try:
             meta = checkpoints.read_meta(candidate)
-            return candidate, meta, checkpoints.restore_canonical(candidate, config.model)
+            return candidate, meta, checkpoints.restore_canonical(candidate, config.spec)
         except Exception as e:  # noqa: BLE001 -- CheckpointError or Orbax's own
             first_error = first_error or e
             if fallback:
@@ -115,10 +115,10 @@ def evaluate_checkpoint(workdir: str, split: str = "test", data_dir: str | None 
         flat = dict(meta["config"])
         written_by = flat.get("backend", registry.CORE.name)  # checkpoints from before the field existed
         flat.update(backend=backend or written_by, **({"data_dir": data_dir} if data_dir is not None else {}))
-        config = evaluation_config(Config.from_flat(flat), same_backend=flat["backend"] == written_by)
+        config = evaluation_config(Config.from_dict(flat), same_backend=flat["backend"] == written_by)
         step, meta, canonical = _canonical(checkpoints, step, config, fallback=checkpoint == "latest")
     if export:
-        checkpoint_lib.export_npz(export, config.model, canonical)
+        checkpoint_lib.export_npz(export, config.spec, canonical)
     target = target or registry.load(config.backend)
     check_config(target, config)
     splits = load_splits(config)

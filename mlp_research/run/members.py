@@ -67,7 +67,7 @@ def expand(base: Config, axes: dict[str, list[str]], workdir: str) -> list[Membe
     members, names = [], set()
     for combo in itertools.product(*axes.values()):
         config = base.replace(**dict(zip(axes, combo)))
-        flat = config.to_flat()
+        flat = config.as_dict()
         name = ",".join(_label(field, flat[field]) for field in axes)
         if name in names:
             raise ConfigError(f"--vmap: the value behind {name} is listed twice")
@@ -78,25 +78,25 @@ def expand(base: Config, axes: dict[str, list[str]], workdir: str) -> list[Membe
 
 def typed_axes(members: Sequence[Member], axes: dict[str, list[str]]) -> dict[str, list[Any]]:
     """The axes with each value as its config field holds it (for group.json and summaries)."""
-    return {field: list(dict.fromkeys(m.config.to_flat()[field] for m in members)) for field in axes}
+    return {field: list(dict.fromkeys(m.config.as_dict()[field] for m in members)) for field in axes}
 
 
 def group_key(config: Config) -> tuple:
     """Configurations with equal keys can train together in one vmapped program."""
-    flat = config.to_flat()
+    flat = config.as_dict()
     return tuple(sorted((k, json.dumps(v)) for k, v in flat.items() if k not in VMAP_FIELDS and k != "progress"))
 
 
 def differing_fields(members: Sequence[Member]) -> list[str]:
     """Config fields whose value is not the same in every member."""
-    flats = [m.config.to_flat() for m in members]
+    flats = [m.config.as_dict() for m in members]
     return [name for name in field_types() if len({json.dumps(f[name], sort_keys=True) for f in flats}) > 1]
 
 
 # ------------------------------------------------------------------ group.json
 def group_definition(members: Sequence[Member], axes: dict[str, list[Any]]) -> dict:
     return {"format": GROUP_FORMAT, "axes": axes,
-            "members": [{"name": m.name, "config": m.config.to_flat()} for m in members]}
+            "members": [{"name": m.name, "config": m.config.as_dict()} for m in members]}
 
 
 def read_group(workdir: str) -> dict | None:
@@ -127,7 +127,7 @@ def check_group_resume(workdir: str, members: Sequence[Member], axes: dict[str, 
             f"--workdir: {workdir} holds a vmapped group ({', '.join(stored.get('axes', {}))}); pass the same "
             "--vmap flags to resume it, or use another --workdir")
     old = {m.get("name"): m.get("config") for m in stored["members"]}
-    new = {m.name: m.config.to_flat() for m in members}
+    new = {m.name: m.config.as_dict() for m in members}
     if set(old) != set(new):
         raise CheckpointMismatchError(
             f"--vmap: {workdir} holds the group {sorted(old)}, not {sorted(new)}; use another --workdir, "

@@ -76,15 +76,15 @@ def build_summary(config: Config, rows: Sequence[MetricsRow], where: dict[str, A
     steady = steady_seconds(rows)
     num_train = run["num_train"]
     return {
-        "config": config.to_flat(),
+        "config": config.as_dict(),
         "final": final_metrics(rows),
         "best_val_acc": best_val_acc(rows),
-        "num_params": config.model.num_params(),
-        "train_flops_per_example": config.model.train_flops_per_example(),
+        "num_params": config.num_params(),
+        "train_flops_per_example": config.train_flops_per_example(),
         "steady_epoch_seconds": steady,
         "examples_per_second": num_train / steady,
         "per_device_examples_per_second": num_train / steady / where["num_devices"],
-        "achieved_gflops": config.model.train_flops_per_example() * num_train / steady / 1e9,
+        "achieved_gflops": config.train_flops_per_example() * num_train / steady / 1e9,
         "backend": config.backend,
         "parallel": where["parallel"],
         "num_devices": where["num_devices"],

@@ -86,11 +86,11 @@ class Objective:
         original = study_lib.retried_from(frozen)
         workdir = trial_dir(self.spec, trial.number, original)
         os.makedirs(workdir, exist_ok=True)
-        trial.set_user_attr("config", json.loads(json.dumps(config.to_flat())))
+        trial.set_user_attr("config", json.loads(json.dumps(config.as_dict())))
         trial.set_user_attr("workdir", os.path.relpath(workdir, self.spec.workdir))
         trial.set_user_attr("worker", self.worker)
         record = {"study": self.spec.study_name, "trial": trial.number, "retried_from": original,
-                  "params": params, "state": "RUNNING", "config": config.to_flat()}
+                  "params": params, "state": "RUNNING", "config": config.as_dict()}
         write_record(workdir, record)
         t0, before = time.perf_counter(), float(trial.user_attrs.get("seconds", 0.0))  # a retry carries its time
         tag = f"[search w{self.worker}] trial {trial.number}"

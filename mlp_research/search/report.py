@@ -31,7 +31,7 @@ COMMAND_FIELDS = ("model", "num_hiddens", "activation", "init", "sigma", "optimi
 
 def train_command(config: Config, workdir: str) -> str:
     """The `experiments.train` command that retrains `config` from scratch (paths relative to the repository)."""
-    flat = config.to_flat()
+    flat = config.as_dict()
     parts = ["python -m experiments.train"]
     for name in COMMAND_FIELDS:
         value = flat[name]
@@ -87,7 +87,7 @@ def render(spec: study_lib.SearchSpec, space: Space, trials: list[dict], counts:
              f"{epochs} epochs trained where the same trials unpruned would train {unpruned}; "
              f"{seconds:.0f} s of this invocation.", ""]
     if top is not None:
-        config = Config.from_flat(top["config"])
+        config = Config.from_dict(top["config"])
         lines += [f"**Best:** trial {top['number']}, {space.metric} **{top['value']:.4f}** "
                   f"({describe(top['params'])}), in `{top['workdir']}`. Retrain it:", "",
                   f"    {train_command(config, 'runs/search_best')}", ""]

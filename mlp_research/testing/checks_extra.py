@@ -51,7 +51,7 @@ def _activation_values(activation: str) -> Case:
         for model in MODELS:
             config = kit.config(model=model, num_hiddens=(10,), activation=activation, synthetic_train_size=64)
             trainer = kit.trainer(config)
-            params = {name: np.zeros(shape, np.float32) for name, shape in config.model.canonical_shapes().items()}
+            params = {name: np.zeros(shape, np.float32) for name, shape in config.canonical_shapes().items()}
             params["W1"][0] = 1.0
             params["W2"] = np.eye(10, dtype=np.float32)
             trainer.set_params(params)
@@ -80,8 +80,8 @@ def _init_shape(model: str, init: str) -> Case:
             return skipped("the kit checks that zeros are exact")
         config = kit.config(model=model, num_hiddens=(400, 64), init=init, sigma=0.05, seed=3)
         ours = kit.trainer(config).get_params()
-        theirs = reference.init_params(config.model, np.random.default_rng(0))
-        w1, std = np.asarray(ours["W1"], np.float64), reference.init_statistics(config.model)["W1"][1]
+        theirs = reference.init_params(config.spec, np.random.default_rng(0))
+        w1, std = np.asarray(ours["W1"], np.float64), reference.init_statistics(config.spec)["W1"][1]
         if abs(w1.std() / std - 1) > 0.015 or abs(w1.mean()) > 0.05 * std:
             return failed(f"W1: std {w1.std():.5g} and mean {w1.mean():.2g}; the spec's std is {std:.5g}")
         kurtosis = [float(np.mean(w**4) / np.mean(w**2) ** 2) for w in (w1, theirs["W1"].astype(np.float64))]
@@ -210,7 +210,7 @@ def evaluation_sums(kit: Kit) -> Outcome:
     params = random_canonical(config, seed=4)
     trainer.set_params(params)
     split = kit.splits(config).eval
-    want = reference.evaluate(config.model, params, split.images, split.labels)
+    want = reference.evaluate(config.spec, params, split.images, split.labels)
     for name, sums in (("evaluate", trainer.evaluate(split.images, split.labels)),
                        ("evaluate_eval_split", trainer.evaluate_eval_split())):
         diff = abs(float(sums.loss_sum) - want.loss_sum) / want.loss_sum

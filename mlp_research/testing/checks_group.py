@@ -124,7 +124,7 @@ def _members_equal_single_runs(batched: bool) -> Case:
 
 
 def _label(config: Config) -> str:
-    flat = config.to_flat()
+    flat = config.as_dict()
     return ",".join(f"{field}={flat[field]}" for field in VMAP_FIELDS)
 
 

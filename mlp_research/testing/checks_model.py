@@ -21,7 +21,7 @@ def _init_case(model: str, init: str) -> Case:
             return skipped("the concise model's default is its framework's own initialiser (not specified)")
         config = kit.config(model=model, num_hiddens=INIT_WIDTHS, init=init, sigma=0.05, seed=3)
         params = kit.trainer(config).get_params()
-        expected = reference.init_statistics(config.model)
+        expected = reference.init_statistics(config.spec)
         worst = 0.0
         for name, (mean, std, bound) in expected.items():
             value = np.asarray(params[name], np.float64)
@@ -55,12 +55,12 @@ def _logits_case(model: str, activation: str, depth: int) -> Case:
             return failed("get_params() does not return what set_params() loaded (canonical layout?)")
         images = kit.splits(config).test.images
         labels = kit.splits(config).test.labels
-        want = reference.forward(config.model, params, images)
+        want = reference.forward(config.spec, params, images)
         logits = trainer.logits(images)
         if logits is not None:
             diff = float(np.abs(np.asarray(logits, np.float64) - want).max())
             return expect(diff < 1e-4, f"max |logit diff| {diff:.1e}", f"logits differ from the spec by {diff:.3g}")
-        ours, ref = trainer.evaluate(images, labels), reference.evaluate(config.model, params, images, labels)
+        ours, ref = trainer.evaluate(images, labels), reference.evaluate(config.spec, params, images, labels)
         diff = abs(float(ours.loss_sum) - ref.loss_sum) / max(abs(ref.loss_sum), 1.0)
         ok = diff < 1e-5 and int(ours.correct) == ref.correct and int(ours.count) == ref.count
         return expect(ok, f"loss rel diff {diff:.1e} (no logits(): via evaluate)",

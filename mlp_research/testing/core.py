@@ -118,7 +118,7 @@ def random_canonical(config: Config, seed: int = 0) -> dict[str, np.ndarray]:
     """Parameters with non-zero biases, so parity checks see every term."""
     rng = np.random.default_rng(seed)
     return {name: (rng.standard_normal(shape) * (0.1 if name.startswith("W") else 0.05)).astype(np.float32)
-            for name, shape in config.model.canonical_shapes().items()}
+            for name, shape in config.canonical_shapes().items()}
 
 
 def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:

@@ -145,7 +145,7 @@ class NumpyTrainer:
 
     def __init__(self, config: Config, splits: Splits):
         start = time.perf_counter()
-        self.config, self.spec = config, config.model
+        self.config, self.spec = config, config.spec
         self.layout = batching.make_layout(len(splits.train), config.batch_size, config.steps_per_chunk)
         self.images, self.labels = _flat(splits.train.images), np.asarray(splits.train.labels)
         self.eval_split = splits.eval

@@ -259,9 +259,9 @@ def evaluate(spec: ModelSpec, params: Mapping[str, np.ndarray], images: np.ndarr
 
 # -------------------------------------------------------------------- training
 def initial_slots(config: Config) -> Slots:
-    """Fresh optimiser state (float64) for every canonical parameter of `config.model`."""
+    """Fresh optimiser state (float64) for every canonical parameter of `config.spec`."""
     return {name: optimizers.initial_slots(config.optimizer, shape, np.float64)
-            for name, shape in config.model.canonical_shapes().items()}
+            for name, shape in config.canonical_shapes().items()}
 
 
 def train_step(config: Config, params: Mapping[str, np.ndarray], slots: Slots, images: np.ndarray,
@@ -271,7 +271,7 @@ def train_step(config: Config, params: Mapping[str, np.ndarray], slots: Slots, i
     `count` is the number of updates made before this one in the whole run: it sets the
     learning rate (`schedules.learning_rate`) and Adam's bias correction.
     """
-    losses, logits, grads = _loss_logits_grads(config.model, params, images, labels)
+    losses, logits, grads = _loss_logits_grads(config.spec, params, images, labels)
     lr = schedules.learning_rate(config, steps_per_epoch, count)
     hyper = optimizers.Hyper(config.optimizer, config.momentum, config.weight_decay)
     new_params: Params = {}

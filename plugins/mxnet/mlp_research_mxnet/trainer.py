@@ -32,7 +32,7 @@ class MXNetTrainer(Trainer):
         self.mx, self.np = mx, mx.np
         t0 = time.perf_counter()
         mx.random.seed(config.seed)
-        self.model = build_model(config.model, hybridize)
+        self.model = build_model(config.spec, hybridize)
         self.optimizer = optim.Optimizer(config, self.layout.steps_per_epoch)
         self.params = self.model.state_params()
         self.grads = self.model.grads()  # gradient buffers: written in place by every backward
@@ -76,7 +76,7 @@ class MXNetTrainer(Trainer):
 
     def describe(self) -> dict[str, Any]:
         return {"parallel": "none", "num_devices": 1, "device": "cpu", "platform": "cpu",
-                "hybridized": self.config.model.model == "mlp"}
+                "hybridized": self.config.model == "mlp"}
 
     # ----------------------------------------------------------- training
     def _start_epoch(self, epoch: int, order: np.ndarray) -> None:

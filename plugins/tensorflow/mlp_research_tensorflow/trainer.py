@@ -45,11 +45,11 @@ class TensorFlowTrainer(Trainer):
 
     def __init__(self, config: Config, splits: Splits, jit_compile: bool = True):
         super().__init__(config, splits)
-        self.names = list(config.model.canonical_shapes())
+        self.names = list(config.canonical_shapes())
         device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         self.device = device[0]
         with tf.device(self.device.name):
-            self.model = build_model(config.model, config.seed, config.matmul_precision)
+            self.model = build_model(config.spec, config.seed, config.matmul_precision)
             self.params: list[Any] = self.model.variables
             self.optimizer = Optimizer(config, self.layout.steps_per_epoch, self.params, self.names)
             self.counter = tf.Variable(0, dtype=tf.int32, trainable=False, name="step")  # the in-graph self.step

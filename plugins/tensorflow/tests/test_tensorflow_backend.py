@@ -113,7 +113,7 @@ def test_logits_equal_the_spec(model, hiddens, activation) -> None:
     params = random_canonical(config, seed=7)
     trainer.set_params(params)
     x = load_splits(config).train.images[:128]
-    assert np.abs(trainer.model(x).numpy() - reference.forward(config.model, params, x)).max() < 1e-4
+    assert np.abs(trainer.model(x).numpy() - reference.forward(config.spec, params, x)).max() < 1e-4
 
 
 # -------------------------------------------------------------- optimisers
