@@ -105,7 +105,7 @@ def _run(only: list[str], configs: dict[str, dict], ctx, dataset: str, data_dir:
             print(f"== {qid}: no time estimate ({type(e).__name__}: {e})", flush=True)
     sections, failures = [], {}
     if book_data is not None:
-        sections.append(book.section(book_data, book_path))
+        sections.append(book.section(book_data, book_path, ctx))
     for qid in ORDER:
         if qid not in only:  # keep the section an earlier run stored, without rerunning it
             stored = report.load_section(FLAGS.workdir, qid)

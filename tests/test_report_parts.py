@@ -14,7 +14,7 @@ from conftest import tiny_config
 from experiments.exercises import q7_matmul
 from mlp_research.errors import ConfigError
 from mlp_research.exercises import book, compare, membus, report, settings, timing
-from mlp_research.exercises.common import Section, Table, Work
+from mlp_research.exercises.common import Context, Section, Table, Work
 from mlp_research.exercises.plan import Plan, Rates, estimate_rows
 from mlp_research.exercises.sweeps import Trial
 
@@ -137,27 +137,60 @@ def test_memory_bus_is_read_from_smbios_records_and_dmidecode():
     assert next(w for w in implied if w["memory"] == "DDR5-4800")["bits"] == pytest.approx(64)
 
 
-BOOK = {"date": "2026-12-01", "machine": "test",
-        "jax": {"mlp": {"book": {"runs": [0.86, 0.87, 0.865, 0.868, 0.862], "mean": 0.865, "std": 0.004,
-                                 "ci95": [0.860, 0.870]},
-                        "project": {"runs": [0.85, 0.86, 0.855], "mean": 0.855, "std": 0.005,
-                                    "ci95": [0.843, 0.867]}}},
-        "torch": {"mlp_scratch": {"book": {"runs": [0.85, 0.86, 0.855, 0.857]},
-                                  "project": {"runs": [0.853, 0.856, 0.852]}}},
-        "factors": [{"factor": "data order", "effect": 0.006, "ci95": [0.002, 0.010]},
-                    {"factor": "init", "effect": -0.001, "ci95": [-0.004, 0.002]}]}
+def _side(runs: list[float], **extra) -> dict:
+    return {"runs": runs, "mean": float(np.mean(runs)), "std": float(np.std(runs, ddof=1)), **extra}
+
+
+def _factor(base: list[float], variant: list[float], effect: float, ci: list[float]) -> dict:
+    return {"baseline": {"mean": float(np.mean(base)), "n": len(base)},
+            "variant": {"mean": float(np.mean(variant)), "n": len(variant)},
+            "effect": {"effect": effect, "ci95": ci, "test": "Welch t"}}
+
+
+CURVE = {"epoch": [1, 2], "mean": [0.80, 0.86]}
+# What benchmarks/book/results.py writes, cut down: the JAX book order matches the project's default, the torch
+# book order (reshuffled examples) does not, and the project in that order lands inside the torch interval.
+BOOK = {
+    "jax": {"mlp": {"book": _side([0.86, 0.87, 0.865, 0.868, 0.862], ci95=[0.860, 0.870], data_order="batches",
+                                  curves=CURVE),
+                    "project": _side([0.85, 0.86, 0.855], ci95=[0.843, 0.867], curves=CURVE)}},
+    "torch": {"mlp": {"book": _side([0.85, 0.852, 0.848, 0.850], ci95=[0.847, 0.853], data_order="examples",
+                                    curves=CURVE),
+                      "project": _side([0.86, 0.862, 0.864], ci95=[0.858, 0.866]),
+                      "project_examples": _side([0.849, 0.851, 0.850], ci95=[0.848, 0.852])}},
+    "factors": {"data_order": {"description": "fixed batches against reshuffled examples", "variant": {},
+                               "mlp": _factor([0.85] * 3, [0.86] * 3, 0.0108, [0.0063, 0.0153])},
+                "book_code_variants": {"torch_drop_last": {"description": "drop_last in the book's torch loader",
+                                                           "mlp": _factor([0.85] * 3, [0.86] * 3, 0.0100,
+                                                                          [0.0033, 0.0166])}},
+                "pixel_scaling": {"effect": 0.0, "note": "identical by construction"}},
+    "harness_fidelity": {"mlp": _factor([0.85] * 3, [0.85] * 3, 0.0003, [-0.0113, 0.0119])},
+    "residuals": {"description": "book minus harness", "jax.mlp": _factor([0.86] * 3, [0.86] * 3, 0.0021,
+                                                                          [-0.0006, 0.0049])},
+}
 
 
 def test_book_section_renders_the_stored_comparison(tmp_path):
     path = tmp_path / "book.json"
     path.write_text(json.dumps(BOOK))
-    section = book.section(book.load(str(path)), str(path))
+    ctx = Context(workdir=str(tmp_path), dataset="synthetic", log=lambda line: None)
+    section = book.section(book.load(str(path)), str(path), ctx)
     text = report.render_section(section)
-    assert "| jax | mlp | book | 5 | 0.8650 |" in text and "| torch | mlp_scratch | project | 3 |" in text
-    assert "| data order | 0.0060 | [0.0020, 0.0100] |" in text and "## The chapter's default against" in text
-    assert "jax mlp: the project's mean 0.8550 is outside the book's 95% interval" in section.answer
-    assert "torch mlp_scratch: the project's mean 0.8537 is inside" in section.answer
-    assert section.headline["jax"]["mlp"]["book"]["mean"] == 0.865 and "1 of 2" in section.summary
+    assert "| jax | mlp | the book's code | 5 | 0.8650 |" in text
+    assert "| torch | mlp | project, --data_order=examples | 3 | 0.8500 |" in text
+    assert "| data_order | mlp | fixed batches against reshuffled examples | 0.8500 (3) | 0.8600 (3) | " \
+           "+0.0108 [+0.0063, +0.0153] (Welch t) |" in text
+    assert "| book_code_variants: torch_drop_last | mlp | drop_last in the book's torch loader |" in text
+    assert "| pixel_scaling | both | identical by construction | - | - | +0.0000 (by construction) |" in text
+    assert "| book jax.mlp vs the harness with the book's choices |" in text
+    assert "jax mlp: the project's default 0.8550 is inside the book's 95% interval [0.8600" not in section.answer
+    assert "jax mlp: the project's default 0.8550 is outside the book's 95% interval [0.8600, 0.8700]" in section.answer
+    assert ("torch mlp: the project's default 0.8620 is outside the book's 95% interval [0.8470, 0.8530] (book "
+            "0.8500, difference +0.0120); in the book's torch loader's order (--data_order=examples) the project "
+            "gives 0.8500, inside it (the data order's measured effect: +0.0108 [+0.0063, +0.0153]") in section.answer
+    assert section.summary.startswith("the project's default is inside the book's 95% interval in 0 of 2; 1 more")
+    assert section.figures == ["figures/book_curves.png"] and (tmp_path / "figures" / "book_curves.png").exists()
+    assert section.headline["jax"]["mlp"]["book"]["mean"] == pytest.approx(0.865)
     (tmp_path / "bad.json").write_text(json.dumps({"jax": {"mlp": {"book": {}}}}))
     with pytest.raises(ConfigError, match="no <framework>"):
         book.load(str(tmp_path / "bad.json"))
