@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, real_data_dir, tiny_config
 from experiments.exercises import ORDER, question, settings
 from mlp_research.errors import ConfigError
-from mlp_research.exercises import report, sweeps
+from mlp_research.exercises import book, report, sweeps
 from mlp_research.exercises.common import Context, Section, Table, deep_update
 from mlp_research.exercises.plan import as_plan
 from mlp_research.exercises.report import render_report
@@ -222,15 +222,19 @@ def test_report_smoke_end_to_end(tmp_path):
     assert proc.stdout.count("== q") >= 20  # a start and an end line per question
     work = tmp_path / "w"
     text = (work / "REPORT.md").read_text()
+    record = json.loads((work / "report.json").read_text())
     for qid in ORDER:
         assert f"## {qid.upper()}. " in text and "(failed)" not in text
         assert f"| [{qid.upper()}](#" in text, "the summary table links every question"
     assert "AVX-512:" in text and "AMX:" in text and " cores" in text.split("**Hardware:**")[1].split("\n")[0]
     assert report.broken_links(text, str(work)) == []
     assert len(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)) >= 10
-    assert text.count("**Answer.**") == 10 and text.count("**Hardware.**") == 10
+    sections = 10 + (book.find() is not None)  # the book comparison when the harness's results are in the tree
+    assert text.count("**Answer.**") == sections and text.count("**Hardware.**") == sections
+    if book.find() is not None:
+        assert "## The chapter's default against the book's own code" in text and "figures/book_curves.png" in text
+        assert {"jax", "torch", "factors"} <= set(record["book"])
     assert str(REPO) not in text and str(tmp_path) not in text
-    record = json.loads((work / "report.json").read_text())
     assert {"commit", "generated", "device", "hardware", "wall_seconds"} <= set(record)
     for qid in ("q1", "q2", "q3", "q4", "q9", "q10"):
         assert record[qid]["seeds"] >= 3 and all(len(s["stat"]) == record[qid]["seeds"] and s["ci95"]
@@ -246,9 +250,9 @@ def test_report_smoke_end_to_end(tmp_path):
 
     # --only reruns one question (reusing its stored results), keeps the other nine sections, adds the book
     # comparison's stored results, and publishes.
-    book = {"jax": {"mlp": {side: {"runs": [0.85, 0.86, 0.87]} for side in ("book", "project")}},
+    stored = {"jax": {"mlp": {side: {"runs": [0.85, 0.86, 0.87]} for side in ("book", "project")}},
             "factors": [{"factor": "data order", "effect": 0.004}]}
-    (tmp_path / "book.json").write_text(json.dumps(book))
+    (tmp_path / "book.json").write_text(json.dumps(stored))
     proc = _report(args + ["--only=q8", f"--publish={tmp_path / 'pub'}", f"--book={tmp_path / 'book.json'}"], 300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "measured earlier, reusing" in proc.stdout and "== q1" not in proc.stdout

@@ -113,9 +113,12 @@ def _verdict(framework: str, model: str, sides: dict, factors: dict) -> tuple[st
     return text, "explained" if explained else "outside"
 
 
-def _factor_entries(factors: dict) -> Iterator[tuple[str, str, dict]]:
-    """(name, description, entry) per factor; a group of factors (the book's code variants) is opened up."""
-    for name, entry in factors.items():
+def _factor_entries(factors: dict | list) -> Iterator[tuple[str, str, dict]]:
+    """(name, description, entry) per factor (a dict by name, or a list of dicts naming their `factor`); a group
+    of factors (the book's code variants) is opened up."""
+    items = factors.items() if isinstance(factors, dict) else [
+        (f.get("factor", f.get("name", "?")), f) for f in factors if isinstance(f, dict)]
+    for name, entry in items:
         if not isinstance(entry, dict):
             continue
         nested = {k: v for k, v in entry.items() if isinstance(v, dict) and "description" in v}
@@ -126,12 +129,15 @@ def _factor_entries(factors: dict) -> Iterator[tuple[str, str, dict]]:
         yield name, str(entry.get("description") or entry.get("note") or ""), entry
 
 
-def factor_rows(factors: dict) -> list[list[Any]]:
+def factor_rows(factors: dict | list) -> list[list[Any]]:
     """One row per factor and model: means of both sides (runs), the effect with its 95% interval and test."""
     rows = []
     for name, description, entry in _factor_entries(factors):
-        if isinstance(entry.get("effect"), (int, float)):  # identical by construction: nothing to measure
-            rows.append([name, "both", description, "-", "-", f"{entry['effect']:+.4f} (by construction)", "-"])
+        if isinstance(entry.get("effect"), (int, float)):  # one number for both models
+            ci = entry.get("ci95")
+            shown = f"{entry['effect']:+.4f}" + (f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else
+                                                 " (by construction)" if "construction" in description else "")
+            rows.append([name, "both", description, "-", "-", shown, "-"])
             continue
         for model, cell in entry.items():
             if not (isinstance(cell, dict) and isinstance(cell.get("effect"), dict)):
