@@ -166,3 +166,12 @@ def test_book_jax_one_epoch_runs():
 
     out = run.run_one("jax", "mlp_scratch", seed=0, epochs=1)
     assert 0.6 < out["final_test_acc"] < 0.9 and out["board_val_acc"][0] == pytest.approx(out["final_test_acc"])
+
+
+def test_the_published_results_name_no_absolute_path_of_this_machine():
+    root = "/home/me/repo"
+    stored = {"command": f"python -m x --data_dir=/home/me/data --out={root}/runs/a", "runs": [1, "/home/me/x"]}
+    assert results.portable(stored, root) == {"command": "python -m x --data_dir=../data --out=runs/a",
+                                              "runs": [1, "../x"]}
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(results.__file__))))
+    assert os.path.dirname(repo) + os.sep not in json.dumps(results.load())  # the stored files do name them

@@ -197,6 +197,19 @@ def fidelity() -> dict:
     return out
 
 
+def portable(value: object, root: str = os.path.dirname(os.path.dirname(os.path.abspath(HERE)))) -> object:
+    """`value` with this machine's absolute paths under the repository's parent written relative to the
+    repository (`/work/shared/data` -> `../shared/data`): the report publishes what `load` returns."""
+    parent = os.path.dirname(root) + os.sep
+    if isinstance(value, str):
+        return value.replace(root + os.sep, "").replace(parent, ".." + os.sep)
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    return value
+
+
 def load() -> dict:
     """`book`: the comparison cells, the factors and the harness check, from the stored files."""
     book: dict = {}
@@ -216,7 +229,7 @@ def load() -> dict:
     book["factors"] = factor_entries()
     book["harness_fidelity"] = fidelity()
     book["residuals"] = residuals()
-    return book
+    return portable(book)
 
 
 def _fmt(s: dict) -> str:
