@@ -6,8 +6,8 @@ Command (two workers on this machine; the same command with --storage=postgresql
 
 Budget: 12 trials of at most 6 epochs on the 54,000-example training split (6,000 held out for validation),
 pruned by Hyperband after 1 or 3 epochs. Measured on a quiet 2-core CPU: 12 trials (5 complete, 7 pruned) in
-22 s, best val_acc 0.8868 (adam, one layer of 256); shared with other work (load 9-12): 82-118 s, best 0.883-0.885. Every trial's run is in runs/search/trials/N/,
-the table and importances in runs/search/search.md.
+22 s, best val_acc 0.8868 (adam, one layer of 256); shared with other work (load 9-12): 82-118 s, best
+0.883-0.885. Every trial's run is in runs/search/trials/N/, the table and importances in runs/search/search.md.
 """
 
 
