@@ -112,7 +112,7 @@ class JaxTrainer(Trainer):
     def __init__(self, config: Config, splits: Splits, placement: placement_lib.Placement):
         super().__init__(config, splits)
         self.placement = placement
-        self.model = build_model(config.spec, config.matmul_precision)
+        self.model = build_model(self.spec, config.matmul_precision)
         self.tx = make_optimizer(config, self.layout.steps_per_epoch)
         self.train_data = placement.put_replicated((splits.train.compact_images, splits.train.labels))
         eval_batch = _round_up(min(config.eval_batch_size, len(splits.eval)), placement.eval_batch_multiple())
@@ -198,8 +198,8 @@ class JaxTrainer(Trainer):
         self.state = self.placement.put_replicated(step_lib.TrainState(np.int32(self.step), params, opt_state))
 
     def _get_canonical(self) -> dict[str, np.ndarray]:
-        return to_canonical(self.config.spec, self.placement.to_host(self.state.params))
+        return to_canonical(self.spec, self.placement.to_host(self.state.params))
 
     def _set_canonical(self, params: dict[str, np.ndarray]) -> None:
         _, opt_state = self._framework_state()
-        self._load_framework_state(jax.tree.map(np.asarray, from_canonical(self.config.spec, params)), opt_state)
+        self._load_framework_state(jax.tree.map(np.asarray, from_canonical(self.spec, params)), opt_state)

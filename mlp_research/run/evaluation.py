@@ -119,7 +119,7 @@ def evaluate_checkpoint(workdir: str, split: str = "test", data_dir: str | None 
         step, meta, canonical = _canonical(checkpoints, step, config, fallback=checkpoint == "latest")
     if export:
         checkpoint_lib.export_npz(export, config.spec, canonical)
-    target = target or registry.load(config.backend)
+    target = target or registry.prepared(config)  # as a run gets it: flags and caches set before its framework starts
     check_config(target, config)
     splits = load_splits(config)
     if split == "validation" and splits.eval is splits.test:
