@@ -186,9 +186,16 @@ def test_book_section_renders_the_stored_comparison(tmp_path):
     assert "jax mlp: the project's default 0.8550 is inside the book's 95% interval [0.8600" not in section.answer
     assert "jax mlp: the project's default 0.8550 is outside the book's 95% interval [0.8600, 0.8700]" in section.answer
     assert ("torch mlp: the project's default 0.8620 is outside the book's 95% interval [0.8470, 0.8530] (book "
-            "0.8500, difference +0.0120); in the book's torch loader's order (--data_order=examples) the project "
+            "0.8500, difference +0.0120 [") in section.answer
+    assert ("Welch; a difference); in the book's torch loader's order (--data_order=examples) the project "
             "gives 0.8500, inside it (the data order's measured effect: +0.0108 [+0.0063, +0.0153]") in section.answer
-    assert section.summary.startswith("the project's default is inside the book's 95% interval in 0 of 2; 1 more")
+    close, noisy = _side([0.860, 0.861, 0.862, 0.861]), _side([0.85, 0.87, 0.86])
+    assert book._difference(close, _side([0.8605, 0.8615, 0.8610, 0.8612])).endswith("equivalent within ±0.005 "
+                                                                                       "(TOST)")
+    assert book._difference(noisy, close).endswith("the data cannot tell: equivalence within ±0.005 is not shown "
+                                                   "by 3 and 4 runs")
+    assert section.summary.startswith("the project's default is inside the book's 95% interval in 0 of 2 (shown "
+                                      "equivalent within ±0.005 in 0); 1 more")
     assert section.figures == ["figures/book_curves.png"] and (tmp_path / "figures" / "book_curves.png").exists()
     assert section.headline["jax"]["mlp"]["book"]["mean"] == pytest.approx(0.865)
     (tmp_path / "bad.json").write_text(json.dumps({"jax": {"mlp": {"book": {}}}}))

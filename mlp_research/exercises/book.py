@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from mlp_research import stats
 from mlp_research.errors import ConfigError
 from mlp_research.exercises.common import Context, Section, Table, figure, fmt, save_figure
+from mlp_research.exercises.compare import ALPHA, MARGIN
 from mlp_research.files import read_json_object
 from mlp_research.run.summary import REPO_ROOT
 
@@ -99,7 +100,8 @@ def _verdict(framework: str, model: str, sides: dict, factors: dict) -> tuple[st
     mean = _side(sides["project"])[1]
     inside = lo <= mean <= hi
     text = (f"{framework} {model}: the project's default {mean:.4f} is {'inside' if inside else 'outside'} the "
-            f"book's 95% interval [{lo:.4f}, {hi:.4f}] (book {book_mean:.4f}, difference {mean - book_mean:+.4f})")
+            f"book's 95% interval [{lo:.4f}, {hi:.4f}] (book {book_mean:.4f}, difference "
+            f"{_difference(sides['project'], sides['book'])})")
     order = sides["book"].get("data_order")
     same_order = sides.get(f"project_{order}") if order and order != "batches" else None
     if inside or not isinstance(same_order, dict):
@@ -111,6 +113,20 @@ def _verdict(framework: str, model: str, sides: dict, factors: dict) -> tuple[st
     effect = _effect(factors.get("data_order", {}).get(model))
     text += f" (the data order's measured effect: {effect}, see the factors)" if effect else ""
     return text, "explained" if explained else "outside"
+
+
+def _difference(project: dict, book: dict) -> str:
+    """Project minus book with its Welch 95% interval and, from the runs, whether a two one-sided test puts it
+    within ±MARGIN; inside the book's interval alone says neither."""
+    ours, theirs = project.get("runs"), book.get("runs")
+    if not (isinstance(ours, list) and isinstance(theirs, list)):
+        return f"{float(project['mean']) - float(book['mean']):+.4f}"
+    diff = stats.welch(ours, theirs).difference
+    same = stats.equivalent(stats.welch(ours, theirs, level=1 - 2 * ALPHA).difference, MARGIN)
+    verdict = (f"equivalent within ±{MARGIN:g} (TOST)" if same else "a difference" if not diff.contains(0.0) else
+               f"the data cannot tell: equivalence within ±{MARGIN:g} is not shown by {len(ours)} and "
+               f"{len(theirs)} runs")
+    return f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}], Welch; {verdict}"
 
 
 def _factor_entries(factors: dict | list) -> Iterator[tuple[str, str, dict]]:
@@ -195,12 +211,14 @@ def section(data: dict, path: str, ctx: Context | None = None) -> Section:
         tables.append(Table(["factor", "model", "what changes", "baseline (runs)", "variant (runs)",
                              "effect, variant - baseline [95%]", "paired [95%]"], factor_rows(factors),
                             "Factors tried one at a time, each with its measured effect"))
-    if check_rows(data):
-        tables.append(Table(["check", "baseline (runs)", "variant (runs)", "difference [95%]"], check_rows(data),
+    checks = check_rows(data)
+    if checks:
+        tables.append(Table(["check", "baseline (runs)", "variant (runs)", "difference [95%]"], checks,
                             "Checks of the harness"))
     verdicts = [_verdict(f, m, s, factors) for f, m, s in comparisons(data)]
     count = {status: sum(v[1] == status for v in verdicts) for status in ("inside", "explained", "outside")}
     summary = f"the project's default is inside the book's 95% interval in {count['inside']} of {len(verdicts)}"
+    summary += f" (shown equivalent within ±{MARGIN:g} in {sum('(TOST)' in v[0] for v in verdicts)})"
     if count["explained"]:
         summary += (f"; {count['explained']} more fall inside with the book's loader order (--data_order), whose "
                     "effect the factors measure")
