@@ -116,12 +116,13 @@ def test_no_wrong_way_imports_lazy_imports_included():
     assert list(violations(_project_graph(), [*KIT_RULES, *LIBRARY_RULES])) == []
 
 
-def test_only_the_cli_module_defines_flags():
-    """absl flags are process-global: a library module that defines them breaks a second entry point."""
+def test_only_the_cli_module_imports_absl():
+    """absl flags are process-global: a library module that defines them breaks a second entry point, so absl
+    stays in cli.py (the plugin packages, `mlp_research_*`, included)."""
     graph = _project_graph()
-    offenders = [str(edge) for module, edges in graph.items() if module.startswith(("mlp_research", "plugins"))
+    offenders = [str(edge) for module, edges in graph.items() if module.startswith("mlp_research")
                  and module != "mlp_research.cli" for edge in edges if under(edge.imported, "absl")
-                 and edge.imported != "absl.logging" and edge.kind != "typing"]
+                 and edge.kind != "typing"]
     assert offenders == []
 
 
