@@ -254,10 +254,12 @@ def answer(res: Results) -> str:
         f"± {spread_.get('std', 0):.4f} (range {spread_.get('min', 0):.4f}-{spread_.get('max', 0):.4f}); the same "
         f"family ({family}) won {count} of {len(res.winners)} times; {picks} winner(s) came from TPE's random "
         f"start-up trials. Random search at the same budget reached {base_value:.4f}, "
-        + (f"{spread_['mean'] - base_value:+.4f} against the TPE winners' mean, "
+        + (f"{base_value - spread_['mean']:+.4f} against the TPE winners' mean, "
            + ("inside their range: at this budget TPE did not beat random search beyond the spread between reruns. "
-              if spread_["min"] <= base_value <= spread_["max"] else "above every TPE winner: here random search "
-              "did better. " if base_value > spread_["max"] else "below every TPE winner. ") if spread_ else "")
+              if spread_["min"] <= base_value <= spread_["max"] else "above every TPE winner: in this run random "
+              "search did better (one random search, so its own spread between reruns is unknown). "
+              if base_value > spread_["max"] else "below every TPE winner (one random search, so its own spread "
+              "between reruns is unknown). ") if spread_ else "")
         + f"**Efficiency**: Hyperband trained {saved['epochs_trained']} of the {saved['epochs_unpruned']} epochs the "
         f"same trials would take unpruned, where a coarse grid over this space has {saved['grid_trials']:,} "
         f"configurations. **Why joint search is hard**: "
