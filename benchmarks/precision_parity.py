@@ -68,8 +68,7 @@ def train_seeds(config: Config, seeds: int, workdir: str) -> list[dict]:
     """Every seed of `config` (resumed or reused where its run exists); summaries in seed order."""
     if registry.load(config.backend).trains_groups:  # one program, each member bit-identical to its single run
         axes = {"seed": [str(s) for s in range(seeds)]}
-        members = members_lib.expand(config, axes, workdir)
-        return driver.train(members, workdir, axes=members_lib.typed_axes(members, axes))
+        return driver.train_group(members_lib.expand(config, axes, workdir))
     return [driver.train_and_evaluate(config.replace(seed=s), os.path.join(workdir, f"seed={s}"))
             for s in range(seeds)]
 

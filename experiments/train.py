@@ -9,13 +9,12 @@ with --vmap, each member writes those to its own sub-directory (`W/lr=0.05/`) an
 from __future__ import annotations
 
 import os
-import time
 
 from absl import flags
 
+import mlp_research
 from mlp_research import cli
 from mlp_research.run import members as members_lib
-from mlp_research.run.workdir import check_workdir
 
 cli.define_config_flags(config_file=os.path.join(os.path.dirname(__file__), "configs", "default.py"))
 flags.DEFINE_string("workdir", None, "Output directory (default: runs/<model>-<time>). A workdir with a "
@@ -32,16 +31,13 @@ def main(argv: list[str]) -> None:
     config = cli.config_from_flags()
     launch = cli.launch_from_flags()  # a partial launcher environment is refused before any write
     axes = members_lib.parse_vmap(FLAGS.vmap)
-    workdir = FLAGS.workdir
-    if workdir is None:  # an explicit empty --workdir= is refused by check_workdir, not replaced
-        workdir = os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_workdir(workdir)
-    from mlp_research.run import api  # after the flag checks: the backend's framework comes in with it
-
+    workdir = cli.workdir_from_flag(FLAGS.workdir, config)
+    # The front door loads the backend's framework only now, after every flag check.
     if axes:
-        results = api.train_group(config, workdir, axes, restart=FLAGS.restart, launch=launch).members.values()
+        group = mlp_research.train_group(config, workdir, axes, restart=FLAGS.restart, launch=launch)
+        results = list(group.members.values())
     else:
-        results = [api.train_and_evaluate(config, workdir, restart=FLAGS.restart, launch=launch)]
+        results = [mlp_research.train_and_evaluate(config, workdir, restart=FLAGS.restart, launch=launch)]
     for result in results:
         if result.summary["process_index"] == 0:
             print(cli.done_line(result.summary, result.workdir, result.summary.get("group", {}).get("member", "")))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, Callable, Mapping
 
 from absl import app, flags
@@ -20,6 +21,7 @@ from absl import logging as absl_logging
 from mlp_research import launchers
 from mlp_research.config import GROUPS, Config, field_metadata, field_types
 from mlp_research.errors import ConfigError, UserError
+from mlp_research.run.workdir import check_workdir
 
 TYPE_NAMES = {"str": "STR", "int": "INT", "float": "FLOAT", "bool": "BOOL", "widths": "INT[,INT...]"}
 
@@ -156,6 +158,14 @@ def help_text(main_module: Any) -> str:
             lines.append(f"      {flag.help}")
     lines += ["", "--helpfull lists absl's own flags too."]
     return "\n".join(lines) + "\n"
+
+
+def workdir_from_flag(workdir: str | None, config: Config) -> str:
+    """--workdir, checked; without it `runs/<model>-<time>` (an explicit empty --workdir= is refused, not replaced)."""
+    if workdir is None:
+        workdir = os.path.join("runs", f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_workdir(workdir)
+    return workdir
 
 
 def done_line(summary: dict[str, Any], workdir: str, name: str = "") -> str:

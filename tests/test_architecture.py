@@ -81,6 +81,14 @@ def test_files_and_functions_stay_small():
     assert long_files == [] and long_functions == []
 
 
+def test_the_training_entry_point_is_flags_and_the_front_door():
+    """experiments/train.py stays flax-short: it parses flags and calls the library's front door."""
+    text = (REPO / "experiments" / "train.py").read_text()
+    calls = {ast.unparse(node.func) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Call)}
+    assert text.count("\n") <= 50
+    assert {"mlp_research.train_and_evaluate", "mlp_research.train_group"} <= calls
+
+
 # ------------------------------------------------------------------ the import graph, read from the source
 JAX_FAMILY = ("jax", "jaxlib", "flax", "optax", "orbax")
 # The kit is for plugin authors: a backend in another framework is checked without JAX in its way (the driver

@@ -105,7 +105,7 @@ def test_vmap_group_rejects_mixed_shapes_and_marks_divergence(tmp_path):
     mixed = [members.Member("a", tiny_config(), str(tmp_path / "a")),
              members.Member("b", tiny_config(num_hiddens=(32,)), str(tmp_path / "b"))]
     with pytest.raises(ConfigError):
-        driver.train(mixed, str(tmp_path / "mixed"))
+        driver.train_group(members.Group.of(mixed, str(tmp_path / "mixed")))
     trials = [Trial("ok", tiny_config(lr=0.1)), Trial("bad", tiny_config(lr=1e6, init="normal", sigma=10.0))]
     summaries = run_sweep(trials, str(tmp_path / "div"), log=lambda line: None)
     assert [s["diverged"] for s in summaries] == [False, True]

@@ -43,14 +43,13 @@ class Killed(BaseException):
     """What a kill -9 between two members' saves leaves, without the timing: the run ends right there."""
 
 
-def group(workdir: Path, max_epochs: int) -> list[members_lib.Member]:
+def group(workdir: Path, max_epochs: int) -> members_lib.Group:
     config = tiny_config(max_epochs=max_epochs, keep_checkpoints=1, checkpoint_min_seconds=0)
     return members_lib.expand(config, LRS, str(workdir))
 
 
 def train(workdir: Path, max_epochs: int) -> None:
-    members = group(workdir, max_epochs)
-    driver.train(members, str(workdir), axes=members_lib.typed_axes(members, LRS))
+    driver.train_group(group(workdir, max_epochs))
 
 
 def kill_at(monkeypatch, member: str, step: int) -> None:

@@ -36,8 +36,8 @@ def train(workdir: Path, *args: str, expect: int = 0) -> subprocess.CompletedPro
 def test_every_member_equals_its_single_run_bit_for_bit(tmp_path, overrides, axes):
     base = tiny_config(val_fraction=0.2, test_at_end=True, **overrides)
     group = members.expand(base, axes, str(tmp_path / "group"))
-    summaries = driver.train(group, str(tmp_path / "group"), axes=axes)
-    for member, got in zip(group, summaries):
+    summaries = driver.train_group(group)
+    for member, got in zip(group.members, summaries):
         alone = driver.train_and_evaluate(member.config, str(tmp_path / f"alone-{member.name}"))
         for name in alone["params"]:
             np.testing.assert_array_equal(alone["params"][name], got["params"][name])
@@ -48,7 +48,7 @@ def test_every_member_equals_its_single_run_bit_for_bit(tmp_path, overrides, axe
 def test_a_member_that_diverges_is_recorded_and_the_others_go_on(tmp_path):
     base = tiny_config(init="normal", sigma=10.0)
     group = members.expand(base, {"lr": ["0.001", "1000000"]}, str(tmp_path))
-    summaries = driver.train(group, str(tmp_path), axes={"lr": [0.001, 1e6]})
+    summaries = driver.train_group(group)
     assert [s["diverged"] for s in summaries] == [False, True]
     assert summaries[1]["first_nonfinite_step"] >= 0 and np.isfinite(summaries[0]["final"]["train_loss"])
     group_summary = json.loads((tmp_path / "summary.json").read_text())
@@ -57,7 +57,7 @@ def test_a_member_that_diverges_is_recorded_and_the_others_go_on(tmp_path):
     assert json.loads((tmp_path / "lr=1e+06" / "summary.json").read_text())["status"] == "diverged"
     every = members.expand(base, {"lr": ["1000000", "10000000"]}, str(tmp_path / "all"))
     with pytest.raises(NonFiniteLossError, match="every member"):
-        driver.train(every, str(tmp_path / "all"), axes={"lr": [1e6, 1e7]})
+        driver.train_group(every)
 
 
 def test_group_outputs_resume_and_refusals_from_the_command_line(tmp_path):

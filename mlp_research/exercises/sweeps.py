@@ -2,7 +2,7 @@
 
 Pending trials that can share one compiled program (same `members.group_key`,
 resuming from the same checkpoint step) train together as one vmapped group
-with `driver.train`; a trial alone trains with `driver.train_and_evaluate`.
+with `driver.train_group`; a trial alone trains with `driver.train_and_evaluate`.
 Either way each trial's directory holds exactly a single run's outputs
 (metrics.jsonl, summary.json, checkpoints), so a killed sweep resumes from its
 checkpoints and a finished trial is reused from its summary.json, without
@@ -210,9 +210,7 @@ def _train_group(group: Sequence[Trial], root: str, log: Log, tag: str, clock: C
         if len(group) == 1:
             return [driver.train_and_evaluate(group[0].config, os.path.join(root, group[0].name), on_epoch=hook)]
         members = [members_lib.Member(t.name, t.config, os.path.join(root, t.name)) for t in group]
-        axes = {f: list(dict.fromkeys(m.config.as_dict()[f] for m in members))
-                for f in members_lib.differing_fields(members)}
-        return driver.train(members, group_dir(root, group), axes=axes, on_epoch=hook)
+        return driver.train_group(members_lib.Group.of(members, group_dir(root, group)), on_epoch=hook)
     except NonFiniteLossError as e:
         log(f"[{tag}] {', '.join(t.name for t in group)}: diverged ({e})")
         return [_diverged_summary(t, str(e)) for t in group]

@@ -130,11 +130,10 @@ def train_group(config: Config, workdir: str, vmap: dict[str, Sequence[Any]], *,
     group directory gets group.json and the group's summary.
     """
     axes = members_lib.parse_vmap([f"{field}:{','.join(map(str, values))}" for field, values in vmap.items()])
-    members = members_lib.expand(config, axes, workdir)
+    group = members_lib.expand(config, axes, workdir)
     backend, launch = _backend_for(config, backend, launch)
     with backend.guard():
-        summaries = driver.train(members, workdir, axes=members_lib.typed_axes(members, axes), restart=restart,
-                                 backend=backend, on_epoch=on_epoch,
-                                 launch=launch.to_dict() if launch is not None else None)
-    results = {m.name: _result(m.config, m.workdir, s) for m, s in zip(members, summaries)}
+        summaries = driver.train_group(group, restart=restart, backend=backend, on_epoch=on_epoch,
+                                       launch=launch.to_dict() if launch is not None else None)
+    results = {m.name: _result(m.config, m.workdir, s) for m, s in zip(group.members, summaries)}
     return GroupResult(workdir, results, read_json_object(os.path.join(workdir, SUMMARY_FILE)) or {})

@@ -1,4 +1,4 @@
-"""The run driver: `train_and_evaluate(config, workdir)`, and `train(members, workdir)` for vmapped groups.
+"""The run driver: `train_and_evaluate(config, workdir)`, and `train_group(group)` for vmapped groups.
 
 One driver for every way of training. It owns what a user sees identically in
 every framework: the work directories and their locks, data loading, the epoch
@@ -41,7 +41,7 @@ from mlp_research.run import plots, signals
 from mlp_research.run import workdir as workdir_lib
 from mlp_research.run.checkpoints import Checkpoints
 from mlp_research.run.loop import EpochHook, MemberRun, RunLoop, barrier
-from mlp_research.run.members import Member
+from mlp_research.run.members import Group, Member
 from mlp_research.run.summary import build_summary, group_summary
 from mlp_research.run.trainers import OneMember
 
@@ -55,41 +55,44 @@ def train_and_evaluate(config: Config, workdir: str, restart: bool = False, back
     Returns the summary (also written to workdir/summary.json) plus the final
     canonical parameters under "params" and the metrics rows under "rows".
     """
-    return train(members_lib.single(config, workdir), workdir, restart=restart, backend=backend,
-                 on_epoch=on_epoch, launch=launch)[0]
+    return _train(config, workdir, None, restart, backend, on_epoch, launch)[0]
 
 
-def train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]] | None = None, restart: bool = False,
-          backend: Backend | None = None, on_epoch: EpochHook | None = None,
-          launch: dict | None = None) -> list[dict]:
-    """Train every member (one, or a vmapped group) and return their summaries in member order."""
+def train_group(group: Group, restart: bool = False, backend: Backend | None = None,
+                on_epoch: EpochHook | None = None, launch: dict | None = None) -> list[dict]:
+    """Train a vmapped group in one program; each member's summary (as `train_and_evaluate`'s), in member order."""
+    return _train(group.shared, group.workdir, group, restart, backend, on_epoch, launch)
+
+
+def _train(config: Config, workdir: str, group: Group | None, restart: bool, backend: Backend | None,
+           on_epoch: EpochHook | None, launch: dict | None) -> list[dict]:
+    """A failed allocation, wherever it happens, becomes one line naming the flags that size the run."""
     try:
-        return _train(members, workdir, axes or {}, restart, backend, on_epoch, launch)
+        return _run(config, workdir, group, restart, backend, on_epoch, launch)
     except BaseException as e:
-        error = out_of_memory(e, members[0].config)
+        error = out_of_memory(e, config)
         if error is None:
             raise
         raise error from None
 
 
-def _train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]], restart: bool,
-           backend: Backend | None, on_epoch: EpochHook | None, launch: dict | None) -> list[dict]:
+def _run(config: Config, workdir: str, group: Group | None, restart: bool, backend: Backend | None,
+         on_epoch: EpochHook | None, launch: dict | None) -> list[dict]:
     start = time.perf_counter()
     made = _Made()
-    members = list(members)
-    grouped = len(members) > 1 or bool(members[0].name)
-    config = members[0].config
+    # Where each trained configuration writes: the run's own workdir, or each member's sub-directory.
+    outputs = list(group.members) if group else [Member("", config, workdir)]
     with signals.STOP.scoped() as stop, contextlib.ExitStack() as stack:
         backend = as_backend(backend) if backend is not None else registry.prepared(config)
-        _check(backend, members, grouped)
+        _check(backend, config, group)
         primary = backend.process_index() == 0
         alone = backend.process_count() == 1  # with other processes, stops are agreed in the loop
         _stop_point(stop, "start-up", alone)
-        made.found = _open_workdirs(stack, members, workdir, axes, restart, primary, grouped)
+        made.found = _open_workdirs(stack, outputs, workdir, group, restart, primary)
         stack.push(made.undo_on_failure)  # runs before the locks are released
-        splits, data_seconds, trainer = _load_and_build(backend, members, grouped, stop, alone)
-        made.runs = _member_runs(stack, backend, members, workdir, axes, restart, grouped, primary)
-        loop = RunLoop(made.runs, trainer, backend, stop, primary, on_epoch)
+        splits, data_seconds, trainer = _load_and_build(backend, config, group, stop, alone)
+        made.runs = _member_runs(stack, backend, config, outputs, group, restart, primary)
+        loop = RunLoop(config, made.runs, trainer, backend, stop, primary, on_epoch)
         resumed = _resume(loop, splits)
         run_facts = {"num_train": len(splits.train), "num_eval": len(splits.eval), "eval_split": splits.eval.name,
                      "data_source": splits.source, "data_seconds": data_seconds,
@@ -98,10 +101,10 @@ def _train(members: Sequence[Member], workdir: str, axes: dict[str, list[Any]], 
                      "framework_version": backend.version(),
                      "resumed_from_step": resumed.step if resumed else None}
         if config.progress and primary:
-            _print_header(config, splits, trainer, run_facts, loop, len(members))
+            _print_header(config, splits, trainer, run_facts, loop, len(outputs))
         _open_writers(made.runs, primary)
         _run_loop(loop, run_facts, start, primary)
-        summaries = _finish(loop, splits, run_facts, start, primary, workdir if grouped else None, axes)
+        summaries = _finish(loop, splits, run_facts, start, primary, group)
         if stop.requested:  # asked to stop while the final outputs were written: they are complete
             raise PreemptedError(f"stopped by {stop.signal_name} after the last epoch; checkpoint "
                                  f"{made.runs[0].saved} and every output are complete")
@@ -146,20 +149,20 @@ def out_of_memory(error: BaseException, config: Config) -> OutOfMemoryError | No
         "--batch_size")
 
 
-def _load_and_build(backend: Backend, members: Sequence[Member], grouped: bool, stop: signals.StopRequest,
+def _load_and_build(backend: Backend, config: Config, group: Group | None, stop: signals.StopRequest,
                     alone: bool) -> tuple[Splits, float, GroupTrainer]:
     """The data and the trainer."""
     t0 = time.perf_counter()
-    splits = load_splits(members[0].config)
+    splits = load_splits(config)
     data_seconds = time.perf_counter() - t0
     _stop_point(stop, "loading the data", alone)
-    trainer = _build_trainer(backend, members, splits, grouped)
+    trainer = _build_trainer(backend, config, group.members if group else None, splits)
     _stop_point(stop, "compiling", alone)
     return splits, data_seconds, trainer
 
 
-def _member_runs(stack: contextlib.ExitStack, backend: Backend, members: Sequence[Member], workdir: str,
-                 axes: dict[str, list[Any]], restart: bool, grouped: bool, primary: bool) -> list[MemberRun]:
+def _member_runs(stack: contextlib.ExitStack, backend: Backend, config: Config, outputs: Sequence[Member],
+                 group: Group | None, restart: bool, primary: bool) -> list[MemberRun]:
     """Only now, with flags, data and compilation known good, does any work directory change.
 
     The primary process makes the changes while the others wait (they have read the work
@@ -168,17 +171,16 @@ def _member_runs(stack: contextlib.ExitStack, backend: Backend, members: Sequenc
     """
     barrier(backend)
     if primary:
-        for m in members:
+        for m in outputs:
             if restart:
                 workdir_lib.discard(m.workdir)
             checkpoints_lib.remove_unfinished(m.workdir)
-        if grouped:
-            members_lib.write_group(workdir, members, axes)
+        if group is not None:
+            members_lib.write_group(group)
     barrier(backend)
-    config = members[0].config
     return [MemberRun(m, stack.enter_context(contextlib.closing(
         Checkpoints(m.workdir, keep=config.keep_checkpoints, keep_best=config.keep_best, primary=primary))))
-        for m in members]
+        for m in outputs]
 
 
 def _resume(loop: RunLoop, splits: Splits) -> Any:
@@ -193,8 +195,8 @@ def _resume(loop: RunLoop, splits: Splits) -> Any:
         if loop.primary and loop.config.progress:
             print(f"{', '.join(r.member.name for r in runs)} behind the other members: training them alone up to "
                   f"step {loop.target}", flush=True)
-        trainer = _build_trainer(loop.backend, [r.member for r in runs], splits, grouped=True)
-        catch_up = RunLoop(runs, trainer, loop.backend, loop.stop, loop.primary)
+        trainer = _build_trainer(loop.backend, loop.config, [r.member for r in runs], splits)
+        catch_up = RunLoop(loop.config, runs, trainer, loop.backend, loop.stop, loop.primary)
         _resume(catch_up, splits)
         _open_writers(runs, loop.primary)
         try:
@@ -227,16 +229,17 @@ def _run_loop(loop: RunLoop, run_facts: dict, start: float, primary: bool) -> No
                 run.writer.close("failure" if run.diverged and status else status)
 
 
-def _check(backend: Backend, members: Sequence[Member], grouped: bool) -> None:
+def _check(backend: Backend, config: Config, group: Group | None) -> None:
     """Everything that can refuse the run from its flags alone."""
-    for m in members:
+    if group is None:
+        check_config(backend, config)
+        return
+    for m in group.members:
         check_config(backend, m.config)
-    if grouped and not backend.trains_groups:
+    if not backend.trains_groups:
         raise ConfigError(f"--vmap: the {backend.name} backend trains one configuration at a time")
-    if grouped:
-        keys = {members_lib.group_key(m.config) for m in members}
-        if len(keys) != 1:
-            raise ConfigError("--vmap: members may differ only in " + ", ".join(members_lib.VMAP_FIELDS))
+    if len({members_lib.group_key(m.config) for m in group.members}) != 1:
+        raise ConfigError("--vmap: members may differ only in " + ", ".join(members_lib.VMAP_FIELDS))
 
 
 def _stop_point(stop: signals.StopRequest, phase: str, alone: bool) -> None:
@@ -245,18 +248,17 @@ def _stop_point(stop: signals.StopRequest, phase: str, alone: bool) -> None:
                                            "(an earlier checkpoint, if any, is unchanged)")
 
 
-def _open_workdirs(stack: contextlib.ExitStack, members: Sequence[Member], workdir: str,
-                   axes: dict[str, list[Any]], restart: bool, primary: bool, grouped: bool
-                   ) -> dict[str, set[str] | None]:
+def _open_workdirs(stack: contextlib.ExitStack, outputs: Sequence[Member], workdir: str, group: Group | None,
+                   restart: bool, primary: bool) -> dict[str, set[str] | None]:
     """Check, create and lock every directory of the run; what each held before (None: created), for `_Made`."""
-    dirs = ([workdir] if grouped else []) + [m.workdir for m in members]
+    dirs = ([workdir] if group else []) + [m.workdir for m in outputs]
     for path in dirs:
         workdir_lib.check_workdir(path)
         if os.path.isdir(path):
             workdir_lib.refuse_damage(path, restart)
     if not restart:  # refuse a mismatched resume before anything in the workdir changes
-        members_lib.check_group_resume(workdir, members, axes)
-        for m in members:
+        members_lib.check_group_resume(workdir, group)
+        for m in outputs:
             with contextlib.closing(Checkpoints(m.workdir, read_only=True)) as existing:
                 existing.check_compatible(m.config)
     if not primary:
@@ -274,17 +276,18 @@ def _launch_hint() -> str | None:
     return launchers.launch_hint(os.environ)
 
 
-def _build_trainer(backend: Backend, members: Sequence[Member], splits: Splits, grouped: bool):
-    config = members[0].config
+def _build_trainer(backend: Backend, config: Config, members: Sequence[Member] | None, splits: Splits
+                   ) -> GroupTrainer:
+    """The backend's trainer for `config` alone, or for the group's `members`, compiled ahead of time
+    (so epoch times exclude compilation)."""
     if config.batch_size > len(splits.train):
         raise ConfigError(f"--batch_size: {config.batch_size} is larger than the training set ({len(splits.train)})")
-    if grouped:
+    if members is None:
+        trainer = OneMember(backend.trainer(config, splits))
+    else:
         trainer = backend.group_trainer([m.config for m in members], splits)
-        trainer.compile()  # ahead-of-time compilation, so epoch times exclude it
-        return trainer
-    single = backend.trainer(config, splits)
-    single.compile()
-    return OneMember(single)
+    trainer.compile()
+    return trainer
 
 
 def _open_writers(runs: Sequence[MemberRun], primary: bool) -> None:
@@ -302,8 +305,8 @@ def _hparams(config: Config) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k not in ("progress", "data_dir", "compilation_cache_dir")}
 
 
-def _finish(loop: RunLoop, splits: Splits, run_facts: dict, start: float, primary: bool, group_dir: str | None,
-            axes: dict[str, list[Any]]) -> list[dict]:
+def _finish(loop: RunLoop, splits: Splits, run_facts: dict, start: float, primary: bool, group: Group | None
+            ) -> list[dict]:
     """Test evaluation, summaries, plots; returns each member's summary with its parameters."""
     config, runs = loop.config, loop.runs
     if not runs[0].rows:
@@ -317,17 +320,17 @@ def _finish(loop: RunLoop, splits: Splits, run_facts: dict, start: float, primar
         if tests is not None:
             test_loss, test_acc = tests[k].means()
             summary["final"].update(test_loss=test_loss, test_acc=test_acc)
-        if group_dir is not None:
-            summary["group"] = {"workdir": group_dir, "member": run.member.name, "size": len(runs)}
+        if group is not None:
+            summary["group"] = {"workdir": group.workdir, "member": run.member.name, "size": len(runs)}
         if primary:
             _write_member_outputs(run, summary)
         summaries.append({**summary, "params": params, "rows": list(run.rows)})
     where = loop.trainer.describe()
     run_facts = {**run_facts, "total_seconds": time.perf_counter() - start}
-    if group_dir is not None and primary:
+    if group is not None and primary:
         names = [run.member.name for run in runs]
-        metrics_lib.write_json(os.path.join(group_dir, metrics_lib.SUMMARY_FILE),
-                               group_summary(summaries, names, axes, where, run_facts))
+        metrics_lib.write_json(os.path.join(group.workdir, metrics_lib.SUMMARY_FILE),
+                               group_summary(summaries, names, group.axes, where, run_facts))
     return summaries
 
 

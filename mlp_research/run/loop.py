@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 from mlp_research import schedules
 from mlp_research.backends.base import Backend, GroupTrainer, Sums
 from mlp_research.batching import EpochLayout
+from mlp_research.config import Config
 from mlp_research.errors import ConfigError, NonFiniteLossError, PreemptedError, StoppedBeforeCheckpointError, warn
 from mlp_research.run import resume as resume_lib
 from mlp_research.run.checkpoints import Checkpoints, Position, Resumed
@@ -54,11 +55,11 @@ def nonfinite_message(epoch: int, step: int, epoch_start: int) -> str:
 class RunLoop:
     """Trains `trainer`'s members from their common checkpoint to `max_epochs`."""
 
-    def __init__(self, runs: Sequence[MemberRun], trainer: GroupTrainer, backend: Backend, stop: StopRequest,
-                 primary: bool, on_epoch: EpochHook | None = None):
+    def __init__(self, config: Config, runs: Sequence[MemberRun], trainer: GroupTrainer, backend: Backend,
+                 stop: StopRequest, primary: bool, on_epoch: EpochHook | None = None):
+        self.config = config  # the settings every member shares (epochs, checkpoints, progress)
         self.runs, self.trainer, self.backend, self.stop = list(runs), trainer, backend, stop
         self.primary, self.on_epoch = primary, on_epoch
-        self.config = self.runs[0].member.config
         self.layout: EpochLayout = trainer.layout
         self.position = Position()
         self.positions: list[Position] = [Position() for _ in self.runs]

@@ -5,7 +5,8 @@ four members that differ only in fields a backend can vary per member inside
 one compiled program. Each member writes exactly a single run's outputs to its
 own sub-directory (`W/lr=0.05,seed=0/`); the group directory W holds
 `group.json` (what the group is, so a resume can be checked) and the group's
-summary. A single run is the group of one whose member writes to W itself.
+summary. A single run is no group: the driver trains it directly, and a group
+adds its members around that path.
 """
 
 from __future__ import annotations
@@ -35,8 +36,23 @@ class Member:
     workdir: str
 
 
-def single(config: Config, workdir: str) -> list[Member]:
-    return [Member("", config, workdir)]
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Members that train together in one vmapped program, and the directory holding group.json."""
+
+    workdir: str
+    members: tuple[Member, ...]
+    axes: dict[str, list[Any]]  # field -> the members' values, typed as the config holds them
+
+    @property
+    def shared(self) -> Config:
+        """The settings every member shares (its varied fields are the first member's)."""
+        return self.members[0].config
+
+    @classmethod
+    def of(cls, members: Sequence[Member], workdir: str) -> "Group":
+        """A group of hand-made members; its axes are the fields in which they differ."""
+        return cls(workdir, tuple(members), _values(members, differing_fields(members)))
 
 
 def parse_vmap(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -60,10 +76,10 @@ def _label(field: str, value: Any) -> str:
     return f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}"
 
 
-def expand(base: Config, axes: dict[str, list[str]], workdir: str) -> list[Member]:
-    """Every combination of the axes' values as a member of `base` (validated; duplicates refused)."""
+def expand(base: Config, axes: dict[str, list[str]], workdir: str) -> Group:
+    """Every combination of the axes' (unparsed) values as a member of `base` (validated; duplicates refused)."""
     if not axes:
-        return single(base, workdir)
+        raise ConfigError("--vmap: a group needs at least one FIELD:V1,V2,... axis")
     members, names = [], set()
     for combo in itertools.product(*axes.values()):
         config = base.replace(**dict(zip(axes, combo)))
@@ -73,12 +89,13 @@ def expand(base: Config, axes: dict[str, list[str]], workdir: str) -> list[Membe
             raise ConfigError(f"--vmap: the value behind {name} is listed twice")
         names.add(name)
         members.append(Member(name, config, os.path.join(workdir, name)))
-    return members
+    return Group(workdir, tuple(members), _values(members, axes))
 
 
-def typed_axes(members: Sequence[Member], axes: dict[str, list[str]]) -> dict[str, list[Any]]:
-    """The axes with each value as its config field holds it (for group.json and summaries)."""
-    return {field: list(dict.fromkeys(m.config.as_dict()[field] for m in members)) for field in axes}
+def _values(members: Sequence[Member], fields: Sequence[str]) -> dict[str, list[Any]]:
+    """Each field's distinct values over the members, in order, typed as the config holds them."""
+    flats = [m.config.as_dict() for m in members]
+    return {f: list({json.dumps(flat[f]): flat[f] for flat in flats}.values()) for f in fields}
 
 
 def group_key(config: Config) -> tuple:
@@ -94,9 +111,9 @@ def differing_fields(members: Sequence[Member]) -> list[str]:
 
 
 # ------------------------------------------------------------------ group.json
-def group_definition(members: Sequence[Member], axes: dict[str, list[Any]]) -> dict:
-    return {"format": GROUP_FORMAT, "axes": axes,
-            "members": [{"name": m.name, "config": m.config.as_dict()} for m in members]}
+def group_definition(group: Group) -> dict:
+    return {"format": GROUP_FORMAT, "axes": group.axes,
+            "members": [{"name": m.name, "config": m.config.as_dict()} for m in group.members]}
 
 
 def read_group(workdir: str) -> dict | None:
@@ -114,25 +131,24 @@ def read_group(workdir: str) -> dict | None:
         raise WorkdirDamagedError(f"{path}: unreadable group definition ({e}); use --restart to start over") from None
 
 
-def check_group_resume(workdir: str, members: Sequence[Member], axes: dict[str, list[Any]]) -> None:
-    """Refuse a group directory that another group (or a single run) wrote, before anything changes."""
+def check_group_resume(workdir: str, group: Group | None) -> None:
+    """Refuse a directory that another group (or a single run, for a group) wrote, before anything changes."""
     stored = read_group(workdir)
-    grouped = len(members) > 1 or bool(members[0].name)
     if stored is None:
-        if grouped and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        if group is not None and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise CheckpointMismatchError(f"--vmap: {workdir} holds a single run, not a group; use another --workdir")
         return
-    if not grouped:
+    if group is None:
         raise CheckpointMismatchError(
             f"--workdir: {workdir} holds a vmapped group ({', '.join(stored.get('axes', {}))}); pass the same "
             "--vmap flags to resume it, or use another --workdir")
     old = {m.get("name"): m.get("config") for m in stored["members"]}
-    new = {m.name: m.config.as_dict() for m in members}
+    new = {m.name: m.config.as_dict() for m in group.members}
     if set(old) != set(new):
         raise CheckpointMismatchError(
             f"--vmap: {workdir} holds the group {sorted(old)}, not {sorted(new)}; use another --workdir, "
             "or --restart to discard it")
 
 
-def write_group(workdir: str, members: Sequence[Member], axes: dict[str, list[Any]]) -> None:
-    atomic_write(os.path.join(workdir, GROUP_FILE), json.dumps(group_definition(members, axes), indent=1) + "\n")
+def write_group(group: Group) -> None:
+    atomic_write(os.path.join(group.workdir, GROUP_FILE), json.dumps(group_definition(group), indent=1) + "\n")

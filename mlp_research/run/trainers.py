@@ -1,4 +1,4 @@
-"""The driver sees every run as a group: a backend's one-configuration `Trainer` as a group of one.
+"""The loop drives every trainer through the group calls; a single run's `Trainer` is adapted here as a group of one.
 
 Backends that train vmapped groups return a `GroupTrainer` themselves; every
 other trainer (and every backend written against the first protocol) is wrapped

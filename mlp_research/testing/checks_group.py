@@ -216,8 +216,8 @@ def driver_rows(kit: Kit) -> Outcome:
     base = kit.config(model="mlp", num_hiddens=(32,), synthetic_train_size=300, plot=False)
     workdir = os.path.join(kit.workdir, "group-rows")
     group = members.expand(base, {"seed": ["0", "1"]}, workdir)
-    driver.train(group, workdir, axes={"seed": [0, 1]}, backend=kit.backend)
-    for member in group:
+    driver.train_group(group, backend=kit.backend)
+    for member in group.members:
         alone = os.path.join(kit.workdir, f"group-rows-single-{member.name}")
         driver.train_and_evaluate(member.config, alone, backend=kit.backend)
         got, want = metrics_rows(member.workdir), metrics_rows(alone)
@@ -226,7 +226,7 @@ def driver_rows(kit: Kit) -> Outcome:
         if differs or len(got) != len(want):
             return failed(f"member {member.name} of a group the driver trained: {differs or f'{len(got)} rows'} "
                           f"(its rows must equal a single run of its config)")
-    return passed(f"{len(group)} members x {base.max_epochs} epochs, rows equal")
+    return passed(f"{len(group.members)} members x {base.max_epochs} epochs, rows equal")
 
 
 def _first_member_difference(got: Sequence[Any], want: Sequence[Any]) -> str:

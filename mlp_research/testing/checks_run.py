@@ -55,7 +55,7 @@ def vmap_refusal(kit: Kit) -> Outcome:
     base = kit.config(max_epochs=1)
     group = members.expand(base, {"lr": ["0.05", "0.1"]}, os.path.join(kit.workdir, "vmap"))
     try:
-        driver.train(group, os.path.join(kit.workdir, "vmap"), backend=kit.backend)
+        driver.train_group(group, backend=kit.backend)
     except ConfigError as e:
         return expect(str(e).startswith("--vmap: "), "refused", f"refused without naming --vmap: {e}")
     return failed("a vmapped group was accepted by a backend without group_trainer")
