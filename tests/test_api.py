@@ -56,6 +56,15 @@ def test_a_group_in_one_call_gives_each_member_its_result(tmp_path):
     assert group.best.final["val_acc"] == max(m.final["val_acc"] for m in group.members.values())
 
 
+def test_a_group_without_axes_is_refused_before_anything_is_written(tmp_path):
+    from mlp_research import train_group
+    from mlp_research.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^--vmap: a group needs"):
+        train_group(tiny_config(), str(tmp_path / "g"), {})
+    assert not (tmp_path / "g").exists()
+
+
 def test_importing_the_package_imports_no_framework():
     code = "import sys, mlp_research; print(sorted(m for m in ('jax', 'torch', 'tensorflow') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
