@@ -84,14 +84,14 @@ class TorchTrainer(Trainer):
         self.params = list(self.model.parameters())
         self.optimizer = make_optimizer(config, self.params)
         self._materialise_optimizer_state()
+        # --matmul_precision=bfloat16: torch.autocast runs every matmul, forward and backward, in bfloat16 on
+        # the CPU's matrix engine (oneDNN on AMX) and the loss in float32; parameters and optimiser stay float32.
+        self.bfloat16 = config.matmul_precision == "bfloat16"
         self.train_x, self.train_y = self._put_batch(splits.train.images, splits.train.labels)
         self.keep_eval_split(splits)
         steps = self.layout.steps_per_epoch
         self._losses = torch.zeros(steps, dtype=torch.float32, device=self.device)  # per-step loss sums
         self._correct = torch.zeros(steps, dtype=torch.int64, device=self.device)
-        # --matmul_precision=bfloat16: torch.autocast runs every matmul, forward and backward, in bfloat16 on
-        # the CPU's matrix engine (oneDNN on AMX) and the loss in float32; parameters and optimiser stay float32.
-        self.bfloat16 = config.matmul_precision == "bfloat16"
         self.compiled = compile_requested()
         self.forward = torch.compile(self.model) if self.compiled else self.model
         self.start_epoch(0)
@@ -101,7 +101,15 @@ class TorchTrainer(Trainer):
 
     # ------------------------------------------------------------ set-up
     def _put_batch(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
+        """Images as float32, or with bfloat16 matmuls already rounded to bfloat16: the model's first operation
+        is a matmul, which autocast would round them for at every step (same values, half the bytes)."""
+        if self.bfloat16:  # rounded a slice at a time: no float32 copy of the whole set
+            x = torch.empty(images.shape, dtype=torch.bfloat16)
+            for i in range(0, len(images), 8192):
+                x[i:i + 8192] = torch.from_numpy(np.asarray(images[i:i + 8192], np.float32))
+            x = x.to(self.device)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
         y = torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)  # cross_entropy wants int64
         return x, y
 

@@ -76,6 +76,22 @@ def test_the_module_form_of_each_activation_equals_its_function(activation) -> N
     np.testing.assert_array_equal(module(x).numpy(), function(x).numpy())
 
 
+@pytest.mark.parametrize("model", ["mlp_scratch", "mlp"])
+def test_bfloat16_data_rounded_once_train_exactly_as_autocast_rounding_them_each_step(tiny, model) -> None:
+    """With bfloat16 matmuls the trainer keeps the images in bfloat16; autocast would round the float32 images
+    to the same values before the first matmul, so an epoch ends in the same parameters, bit for bit."""
+    config = tiny(model=model, num_hiddens=32, matmul_precision="bfloat16", synthetic_train_size=300)
+    splits = load_splits(config)
+    rounded_once = registry.load("torch").trainer(config, splits)
+    each_step = registry.load("torch").trainer(config, splits)
+    assert rounded_once.train_x.dtype == torch.bfloat16
+    each_step.train_x = torch.from_numpy(np.asarray(splits.train.images, np.float32))
+    for trainer in (rounded_once, each_step):
+        train_epochs(trainer, range(1))
+    got, want = rounded_once.get_params(), each_step.get_params()
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
 # ------------------------------------------------------------------- state
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_state_dict_layout_step_counter_and_optimiser_slots(tiny, optimizer) -> None:
