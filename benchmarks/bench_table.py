@@ -5,7 +5,8 @@ the same round), so a busy spell of a shared machine slows both sides alike:
 "vs jax_plain", "vs own plain loop" (a plugin against its framework's plain
 loop), "vs float32" (a bfloat16 case against the same case in float32) and "vs
 floor" (a case against the hardware floor of its precision, measured in the
-same round).
+same round; "vs per-call floor" against the looser floor that counts one
+dispatch per matmul).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ OWN_PLAIN = {"backend_torch": "torch_plain", "backend_tensorflow": "tensorflow_p
              "backend_mxnet": "mxnet_plain"}
 # A case name ending in this runs its base case with bfloat16 matmuls, and is compared with it.
 BF16 = "_bf16"
+# The floor's key when each matmul is its own jitted call (`benchmarks/floor.py`): issue 22's way of measuring it.
+PER_CALL = "per_call_epoch_seconds"
 
 
 def precision_of(case: str) -> str:
@@ -40,8 +43,10 @@ def _paired(mine: dict[int, dict], other: dict[int, dict]) -> list[float]:
     return [mine[i]["steady_epoch_seconds"] / other[i]["steady_epoch_seconds"] for i in mine if i in other]
 
 
-def _vs_floor(mine: dict[int, dict], floors: dict[int, dict], precision: str) -> list[float]:
-    return [mine[i]["steady_epoch_seconds"] / floors[i][precision]["epoch_seconds"] for i in mine if i in floors]
+def _vs_floor(mine: dict[int, dict], floors: dict[int, dict], precision: str, key: str = "epoch_seconds"
+              ) -> list[float]:
+    return [mine[i]["steady_epoch_seconds"] / floors[i][precision][key] for i in mine
+            if i in floors and key in floors[i][precision]]
 
 
 def _median(ratios: list[float]) -> float | None:
@@ -60,7 +65,9 @@ def results_of(plan: list[tuple[str, str]], runs: dict, failures: dict, floors: 
         ratios = {"vs_jax_plain": _paired(mine, runs.get(("jax_plain", model), {})),
                   "vs_own_plain": _paired(mine, runs.get((own, model), {})) if own else [],
                   "vs_float32": _paired(mine, runs.get((base, model), {})) if base else [],
-                  "vs_floor": _vs_floor(mine, floors.get(model, {}), precision_of(case))}
+                  "vs_floor": _vs_floor(mine, floors.get(model, {}), precision_of(case)),
+                  "vs_per_call_floor": _vs_floor(mine, floors.get(model, {}), precision_of(case),
+                                                 PER_CALL)}
         r = combine(list(mine.values()))
         r.update(case=case, model=model, precision=precision_of(case), own_plain=own,
                  **{k: _median(v) for k, v in ratios.items()}, **{f"rounds_{k}": v for k, v in ratios.items()})
@@ -68,10 +75,11 @@ def results_of(plan: list[tuple[str, str]], runs: dict, failures: dict, floors: 
     return results
 
 
-def floor_summary(floors: dict[str, dict[int, dict]]) -> dict[str, dict[str, float]]:
-    """Per model and precision, the median floor over rounds (seconds per epoch)."""
-    return {model: {p: statistics.median(r[p]["epoch_seconds"] for r in rounds.values())
-                    for p in next(iter(rounds.values()))} for model, rounds in floors.items() if rounds}
+def floor_summary(floors: dict[str, dict[int, dict]], key: str = "epoch_seconds") -> dict[str, dict[str, float]]:
+    """Per model and precision, the median floor over rounds (seconds per epoch; `PER_CALL`: the per-call one)."""
+    return {model: {p: statistics.median(r[p][key] for r in rounds.values())
+                    for p in next(iter(rounds.values())) if all(key in r[p] for r in rounds.values())}
+            for model, rounds in floors.items() if rounds}
 
 
 def _ratio(value: float | None) -> str:
@@ -81,7 +89,8 @@ def _ratio(value: float | None) -> str:
 COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
     ("case", lambda r: r["case"]), ("model", lambda r: r["model"]),
     ("steady epoch (s)", lambda r: f"{r['steady_epoch_seconds']:.3f}"),
-    ("vs floor", lambda r: _ratio(r["vs_floor"])), ("vs float32", lambda r: _ratio(r["vs_float32"])),
+    ("vs floor", lambda r: _ratio(r["vs_floor"])), ("vs per-call floor", lambda r: _ratio(r.get("vs_per_call_floor"))),
+    ("vs float32", lambda r: _ratio(r["vs_float32"])),
     ("vs jax_plain", lambda r: _ratio(r["vs_jax_plain"])), ("vs own plain loop", lambda r: _ratio(r["vs_own_plain"])),
     ("examples/s", lambda r: f"{r['examples_per_second']:,.0f}"), ("GFLOP/s", lambda r: f"{r['gflops']:.0f}"),
     ("compile (s)", lambda r: f"{r['compile_seconds']:.2f}"),
@@ -92,11 +101,15 @@ COLUMNS: list[tuple[str, Callable[[dict], str]]] = [
 
 
 def markdown(results: list[dict], floors: dict[str, dict[str, float]], header: list[str],
-             failures: dict) -> str:
-    """The table: a header, the floors, one row per case and model, then the failures."""
+             failures: dict, per_call: dict[str, dict[str, float]] | None = None) -> str:
+    """The table: a header, the floors (in-loop, and per call where given), one row per case and model, then the
+    failures."""
     lines = [*header, ""]
     for model, by_precision in floors.items():
-        lines.append(f"Floor of an epoch, {model}: " + ", ".join(f"{p} {s:.3f} s" for p, s in by_precision.items()))
+        calls = (per_call or {}).get(model, {})
+        parts = [f"{p} {s:.3f} s" + (f" (per call {calls[p]:.3f} s)" if p in calls else "")
+                 for p, s in by_precision.items()]
+        lines.append(f"Floor of an epoch, {model}: " + ", ".join(parts))
     lines += ["", "| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r) for _, cell in COLUMNS) + " |" for r in results]
     lines += [f"\nFailed: {c} / {m}: {e}" for (c, m), e in failures.items()]

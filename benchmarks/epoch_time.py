@@ -23,7 +23,9 @@ Each case runs in its own subprocess (clean memory numbers, no shared caches):
 
 Every round also measures the hardware floor of an epoch in each precision (`benchmarks/floor.py`:
 the step's matmuls timed alone in their fastest form, plus the evaluation's), and every case is
-printed as a multiple of the floor of its precision ("vs floor", paired per round). The table's
+printed as a multiple of the floor of its precision ("vs floor", paired per round), and of the looser
+per-call floor, which times each matmul as its own jitted call the way issue 22 did ("vs per-call
+floor"). The table's
 first line names the CPU and its vector and matrix extensions (AVX-512, AMX).
 
 Cases run in `--repeats` interleaved rounds (core, plain, core, plain, ...), so a slow spell of a
@@ -52,7 +54,7 @@ from absl import app, flags
 
 from benchmarks import floor as floor_lib
 from benchmarks import plain_loops
-from benchmarks.bench_table import BF16, floor_summary, markdown, results_of
+from benchmarks.bench_table import BF16, PER_CALL, floor_summary, markdown, results_of
 from mlp_research import hardware
 from mlp_research.config import Config
 from mlp_research.files import atomic_write
@@ -284,7 +286,8 @@ def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, floors
                "cpu_count": os.cpu_count(), "device": results[0]["device"] if results else "",
                "hardware": hardware.describe()}
     payload = {"machine": machine, "epochs": FLAGS.epochs, "rounds": rounds, "quick": FLAGS.quick,
-               "floor": floor_summary(floors), "floor_rounds": floors, "results": results,
+               "floor": floor_summary(floors), "per_call_floor": floor_summary(floors, PER_CALL),
+               "floor_rounds": floors, "results": results,
                "failed": [{"case": c, "model": m, "error": e} for (c, m), e in failures.items()]}
     atomic_write(os.path.join(FLAGS.out, "bench.json"), json.dumps(payload, indent=2))
     config = _config(FLAGS.models[0])
@@ -292,8 +295,9 @@ def write_report(plan: list[tuple[str, str]], runs: dict, failures: dict, floors
     header = [f"Device: {machine['device']}; CPU: {hardware.label()} ({bf16} a bfloat16 matrix unit)",
               f"{FLAGS.epochs} epochs of {config.num_train_examples():,} examples (cli cases: the default 10), batch "
               f"{config.batch_size}, median of {rounds} interleaved round(s); vs own plain loop: backend_X / X_plain; "
-              f"vs float32: X{BF16} / X; vs floor: the epoch over its precision's floor (benchmarks/floor.py)"]
-    table = markdown(results, floor_summary(floors), header, failures)
+              f"vs float32: X{BF16} / X; vs floor: the epoch over its precision's floor (benchmarks/floor.py); vs "
+              "per-call floor: over the floor with each matmul its own jitted call (issue 22's method)"]
+    table = markdown(results, floor_summary(floors), header, failures, floor_summary(floors, PER_CALL))
     atomic_write(os.path.join(FLAGS.out, "bench.md"), table)
     return table
 

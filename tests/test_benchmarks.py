@@ -56,8 +56,8 @@ def test_each_backend_is_compared_with_its_own_frameworks_plain_loop(tmp_path):
         mine, own = cases[backend], cases[plain]
         assert mine["own_plain"] == plain and own["vs_own_plain"] is None
         assert mine["vs_own_plain"] == pytest.approx(mine["steady_epoch_seconds"] / own["steady_epoch_seconds"])
-        row = f"| {backend} | mlp_scratch | {mine['steady_epoch_seconds']:.3f} | {mine['vs_floor']:.2f}x | - | - | " \
-              f"{mine['vs_own_plain']:.2f}x |"
+        row = f"| {backend} | mlp_scratch | {mine['steady_epoch_seconds']:.3f} | {mine['vs_floor']:.2f}x | " \
+              f"{mine['vs_per_call_floor']:.2f}x | - | - | {mine['vs_own_plain']:.2f}x |"
         assert row in table, row
         # Same init, batches and SGD: the plain loop reaches the backend's accuracy (1,000 test examples).
         assert abs(own["final_val_acc"] - mine["final_val_acc"]) <= 0.01, (plain, own["final_val_acc"],
@@ -99,6 +99,7 @@ def test_a_case_figures_are_medians_over_rounds():
 
 def test_bfloat16_cases_are_paired_with_float32_and_every_case_with_its_precisions_floor():
     from benchmarks import bench_table
+    from benchmarks.bench_table import PER_CALL
 
     def run(steady):
         return {"steady_epoch_seconds": steady, "time_to_result": 1.0, "process_seconds": 1.0,
@@ -107,15 +108,20 @@ def test_bfloat16_cases_are_paired_with_float32_and_every_case_with_its_precisio
 
     plan = [("core", "mlp"), ("core_bf16", "mlp")]
     runs = {plan[0]: {0: run(0.4), 1: run(0.6)}, plan[1]: {0: run(0.1), 1: run(0.3)}}
-    floors = {"mlp": {0: {"float32": {"epoch_seconds": 0.2}, "bfloat16": {"epoch_seconds": 0.05}},
-                      1: {"float32": {"epoch_seconds": 0.3}, "bfloat16": {"epoch_seconds": 0.1}}}}
+    floors = {"mlp": {0: {"float32": {"epoch_seconds": 0.2, PER_CALL: 0.4},
+                          "bfloat16": {"epoch_seconds": 0.05, PER_CALL: 0.1}},
+                      1: {"float32": {"epoch_seconds": 0.3, PER_CALL: 0.6},
+                          "bfloat16": {"epoch_seconds": 0.1, PER_CALL: 0.2}}}}
     core, bf16 = bench_table.results_of(plan, runs, failures={}, floors=floors)
     assert (core["precision"], bf16["precision"]) == ("float32", "bfloat16")
     assert core["rounds_vs_floor"] == [2.0, 2.0] and bf16["rounds_vs_floor"] == pytest.approx([2.0, 3.0])
+    assert bf16["rounds_vs_per_call_floor"] == pytest.approx([1.0, 1.5])
     assert bf16["rounds_vs_float32"] == [0.25, 0.5] and core["vs_float32"] is None
     assert bench_table.floor_summary(floors) == {"mlp": pytest.approx({"float32": 0.25, "bfloat16": 0.075})}
-    table = bench_table.markdown([core, bf16], bench_table.floor_summary(floors), ["header"], {})
-    assert "| core_bf16 | mlp | 0.200 | 2.50x | 0.38x | - | - |" in table
+    per_call = bench_table.floor_summary(floors, PER_CALL)
+    table = bench_table.markdown([core, bf16], bench_table.floor_summary(floors), ["header"], {}, per_call)
+    assert "| core_bf16 | mlp | 0.200 | 2.50x | 1.25x | 0.38x | - | - |" in table
+    assert "Floor of an epoch, mlp: float32 0.250 s (per call 0.500 s), bfloat16 0.075 s (per call 0.150 s)" in table
 
 
 def test_floor_times_each_matmul_of_a_step_and_the_evaluation():
@@ -130,6 +136,9 @@ def test_floor_times_each_matmul_of_a_step_and_the_evaluation():
     assert result["steps"] == 10 and result["eval_seconds"] > 0
     assert result["epoch_seconds"] == pytest.approx(10 * result["step_seconds"] + result["eval_seconds"])
     assert all(m["seconds"] > 0 and m["gflops"] > 0 for m in result["matmuls"])
+    # Each matmul as its own jitted call pays a dispatch the compiled loop does not.
+    assert all(m["per_call_seconds"] > m["seconds"] for m in result["matmuls"])
+    assert result["per_call_epoch_seconds"] > result["epoch_seconds"]
 
 
 def test_quick_bench_prints_the_hardware_and_bfloat16_against_float32(tmp_path):
