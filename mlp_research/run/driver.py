@@ -81,7 +81,7 @@ def _run(config: Config, workdir: str, group: Group | None, restart: bool, backe
     start = time.perf_counter()
     made = _Made()
     # Where each trained configuration writes: the run's own workdir, or each member's sub-directory.
-    outputs = list(group.members) if group else [Member("", config, workdir)]
+    outputs = list(group.members) if group is not None else [Member("", config, workdir)]
     with signals.STOP.scoped() as stop, contextlib.ExitStack() as stack:
         backend = as_backend(backend) if backend is not None else registry.prepared(config)
         _check(backend, config, group)
@@ -156,7 +156,7 @@ def _load_and_build(backend: Backend, config: Config, group: Group | None, stop:
     splits = load_splits(config)
     data_seconds = time.perf_counter() - t0
     _stop_point(stop, "loading the data", alone)
-    trainer = _build_trainer(backend, config, group.members if group else None, splits)
+    trainer = _build_trainer(backend, config, group.members if group is not None else None, splits)
     _stop_point(stop, "compiling", alone)
     return splits, data_seconds, trainer
 
@@ -251,7 +251,7 @@ def _stop_point(stop: signals.StopRequest, phase: str, alone: bool) -> None:
 def _open_workdirs(stack: contextlib.ExitStack, outputs: Sequence[Member], workdir: str, group: Group | None,
                    restart: bool, primary: bool) -> dict[str, set[str] | None]:
     """Check, create and lock every directory of the run; what each held before (None: created), for `_Made`."""
-    dirs = ([workdir] if group else []) + [m.workdir for m in outputs]
+    dirs = ([workdir] if group is not None else []) + [m.workdir for m in outputs]
     for path in dirs:
         workdir_lib.check_workdir(path)
         if os.path.isdir(path):

@@ -52,7 +52,8 @@ class Group:
     @classmethod
     def of(cls, members: Sequence[Member], workdir: str) -> "Group":
         """A group of hand-made members; its axes are the fields in which they differ."""
-        return cls(workdir, tuple(members), _values(members, differing_fields(members)))
+        members = tuple(members)
+        return cls(workdir, members, _values(members, differing_fields(members)))
 
 
 def parse_vmap(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -95,7 +96,7 @@ def expand(base: Config, axes: dict[str, list[str]], workdir: str) -> Group:
 def _values(members: Sequence[Member], fields: Sequence[str]) -> dict[str, list[Any]]:
     """Each field's distinct values over the members, in order, typed as the config holds them."""
     flats = [m.config.as_dict() for m in members]
-    return {f: list({json.dumps(flat[f]): flat[f] for flat in flats}.values()) for f in fields}
+    return {f: list({json.dumps(flat[f], sort_keys=True): flat[f] for flat in flats}.values()) for f in fields}
 
 
 def group_key(config: Config) -> tuple:

@@ -5,7 +5,7 @@ leaves some members a step ahead of the others. Members are pruned only once
 every member holds the newer step (`loop.py`), so the step before is still
 held by all of them: the resume restores the newest step they all hold and sets
 aside the steps beyond it (an unfinished group save), which the run then saves
-again. A single run is the group of one.
+again. A single run's one directory is planned the same way.
 
 Members that share no intact step (a group written before pruning waited for
 every member, or a member whose checkpoints were lost) each restore their own

@@ -102,11 +102,12 @@ class TorchTrainer(Trainer):
     # ------------------------------------------------------------ set-up
     def _put_batch(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Images as float32, or with bfloat16 matmuls already rounded to bfloat16: the model's first operation
-        is a matmul, which autocast would round them for at every step (same values, half the bytes)."""
+        is a matmul, which autocast would round them for at every step (the same values; a bfloat16 copy of
+        the images, where float32 images are shared with the caller's array)."""
         if self.bfloat16:  # rounded a slice at a time: no float32 copy of the whole set
-            x = torch.empty(images.shape, dtype=torch.bfloat16)
+            x = torch.empty(np.shape(images), dtype=torch.bfloat16)
             for i in range(0, len(images), 8192):
-                x[i:i + 8192] = torch.from_numpy(np.asarray(images[i:i + 8192], np.float32))
+                x[i:i + 8192] = torch.from_numpy(np.ascontiguousarray(images[i:i + 8192], np.float32))
             x = x.to(self.device)
         else:
             x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)

@@ -85,7 +85,7 @@ def test_bfloat16_data_rounded_once_train_exactly_as_autocast_rounding_them_each
     rounded_once = registry.load("torch").trainer(config, splits)
     each_step = registry.load("torch").trainer(config, splits)
     assert rounded_once.train_x.dtype == torch.bfloat16
-    each_step.train_x = torch.from_numpy(np.asarray(splits.train.images, np.float32))
+    each_step.train_x = torch.from_numpy(np.asarray(splits.train.images, np.float32)).to(each_step.device)
     for trainer in (rounded_once, each_step):
         train_epochs(trainer, range(1))
     got, want = rounded_once.get_params(), each_step.get_params()
