@@ -99,7 +99,23 @@ def _bfloat16_matmul_bwd(x_dtype: str, saved: tuple[Array, Array], g: Array) -> 
     # the first layer is dropped by XLA. The weight gradient stays float32.
     x, w = saved
     g = g.astype(jnp.bfloat16)
-    return _bf16_dot(g, _standard_layout(w.T)).astype(x_dtype), _bf16_dot(_standard_layout(x.T), g)
+    return _bf16_dot(g, _standard_layout(w.T)).astype(x_dtype), _bf16_weight_gradient(x, g)
+
+
+def _bf16_weight_gradient(x: Array, g: Array) -> Array:
+    """x.T @ g in bfloat16 with float32 products, as a row-major product (the fast kernel's form).
+
+    One operand must be copied transposed. Where g is the narrower (the first layer's 784 inputs
+    against 256 units, or the 10-class output layer), g.T is copied and (g.T @ x).T computed: a
+    smaller copy, and the result's transpose is folded into the update that reads it. The barrier
+    keeps XLA from folding that transpose into the dot, which its runtime refuses in bfloat16. GPUs
+    take x.T @ g as it is.
+    """
+    if g.shape[-1] >= x.shape[-1]:
+        return _bf16_dot(_standard_layout(x.T), g)
+    return jax.lax.platform_dependent(
+        x, g, cpu=lambda x, g: jax.lax.optimization_barrier(_bf16_dot(_standard_layout(g.T), x)).T,
+        default=lambda x, g: _bf16_dot(x.T, g))
 
 
 _bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
