@@ -102,7 +102,7 @@ class Config(ModelSpec):
     matmul_precision: str = _field(
         "default", "run", "Matmul precision: default (the platform's: TF32 on recent NVIDIA GPUs), float32, "
         "tensorfloat32 (GPU/TPU; CPUs compute float32), or bfloat16 (operands rounded to bfloat16, float32 "
-        "accumulation; JAX, torch and TensorFlow): ~0.55x the float32 epoch on a CPU with AMX; its accuracy cost, "
+        "accumulation; JAX, torch and TensorFlow): ~0.5x the float32 epoch on a CPU with AMX; its accuracy cost, "
         "measured on the chapter's models over 5 paired seeds, is within +-0.0012 of float32's test accuracy "
         "(WORKSPACE.md, 'When to use bfloat16'); slower on CPUs without a bfloat16 unit.", MATMUL_PRECISIONS)
     compilation_cache_dir: str = _field("", "run", "JAX's persistent compilation cache: a later run of the same "
