@@ -190,10 +190,10 @@ def test_book_section_renders_the_stored_comparison(tmp_path):
     assert ("Welch; a difference); in the book's torch loader's order (--data_order=examples) the project "
             "gives 0.8500, inside it (the data order's measured effect: +0.0108 [+0.0063, +0.0153]") in section.answer
     close, noisy = _side([0.860, 0.861, 0.862, 0.861]), _side([0.85, 0.87, 0.86])
-    assert book._difference(close, _side([0.8605, 0.8615, 0.8610, 0.8612])).endswith("equivalent within ±0.005 "
-                                                                                       "(TOST)")
-    assert book._difference(noisy, close).endswith("the data cannot tell: equivalence within ±0.005 is not shown "
-                                                   "by 3 and 4 runs")
+    text, same = book._difference(close, _side([0.8605, 0.8615, 0.8610, 0.8612]))
+    assert text.endswith("equivalent within ±0.005 (TOST)") and same
+    text, same = book._difference(noisy, close)
+    assert text.endswith("the data cannot tell: equivalence within ±0.005 is not shown by 3 and 4 runs") and not same
     assert section.summary.startswith("the project's default is inside the book's 95% interval in 0 of 2 (shown "
                                       "equivalent within ±0.005 in 0); 1 more")
     assert section.figures == ["figures/book_curves.png"] and (tmp_path / "figures" / "book_curves.png").exists()

@@ -93,40 +93,41 @@ def _effect(entry: Any) -> str:
     return f"{effect['effect']:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
-def _verdict(framework: str, model: str, sides: dict, factors: dict) -> tuple[str, str]:
-    """(sentence, status): the default inside or outside the book's interval; where outside, the project in the
-    book's loader order (status "explained" when that lands inside) and the data-order factor's measured effect."""
+def _verdict(framework: str, model: str, sides: dict, factors: dict) -> tuple[str, str, bool]:
+    """(sentence, status, shown equivalent): the default inside or outside the book's interval; where outside,
+    the project in the book's loader order (status "explained" when that lands inside) and the data-order
+    factor's measured effect."""
     _, book_mean, _, (lo, hi) = _side(sides["book"])
     mean = _side(sides["project"])[1]
     inside = lo <= mean <= hi
+    difference, equivalent = _difference(sides["project"], sides["book"])
     text = (f"{framework} {model}: the project's default {mean:.4f} is {'inside' if inside else 'outside'} the "
-            f"book's 95% interval [{lo:.4f}, {hi:.4f}] (book {book_mean:.4f}, difference "
-            f"{_difference(sides['project'], sides['book'])})")
+            f"book's 95% interval [{lo:.4f}, {hi:.4f}] (book {book_mean:.4f}, difference {difference})")
     order = sides["book"].get("data_order")
     same_order = sides.get(f"project_{order}") if order and order != "batches" else None
     if inside or not isinstance(same_order, dict):
-        return text, "inside" if inside else "outside"
+        return text, "inside" if inside else "outside", equivalent
     other = _side(same_order)[1]
     explained = lo <= other <= hi
     text += (f"; in the book's {framework} loader's order (--data_order={order}) the project gives {other:.4f}, "
              f"{'inside' if explained else 'outside'} it")
     effect = _effect(factors.get("data_order", {}).get(model))
     text += f" (the data order's measured effect: {effect}, see the factors)" if effect else ""
-    return text, "explained" if explained else "outside"
+    return text, "explained" if explained else "outside", equivalent
 
 
-def _difference(project: dict, book: dict) -> str:
+def _difference(project: dict, book: dict) -> tuple[str, bool]:
     """Project minus book with its Welch 95% interval and, from the runs, whether a two one-sided test puts it
-    within ±MARGIN; inside the book's interval alone says neither."""
+    within ±MARGIN (the sentence, and that verdict); inside the book's interval alone says neither."""
     ours, theirs = project.get("runs"), book.get("runs")
     if not (isinstance(ours, list) and isinstance(theirs, list)):
-        return f"{float(project['mean']) - float(book['mean']):+.4f}"
+        return f"{float(project['mean']) - float(book['mean']):+.4f}", False
     diff = stats.welch(ours, theirs).difference
     same = stats.equivalent(stats.welch(ours, theirs, level=1 - 2 * ALPHA).difference, MARGIN)
     verdict = (f"equivalent within ±{MARGIN:g} (TOST)" if same else "a difference" if not diff.contains(0.0) else
                f"the data cannot tell: equivalence within ±{MARGIN:g} is not shown by {len(ours)} and "
                f"{len(theirs)} runs")
-    return f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}], Welch; {verdict}"
+    return f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}], Welch; {verdict}", same
 
 
 def _factor_entries(factors: dict | list) -> Iterator[tuple[str, str, dict]]:
@@ -218,7 +219,7 @@ def section(data: dict, path: str, ctx: Context | None = None) -> Section:
     verdicts = [_verdict(f, m, s, factors) for f, m, s in comparisons(data)]
     count = {status: sum(v[1] == status for v in verdicts) for status in ("inside", "explained", "outside")}
     summary = f"the project's default is inside the book's 95% interval in {count['inside']} of {len(verdicts)}"
-    summary += f" (shown equivalent within ±{MARGIN:g} in {sum('(TOST)' in v[0] for v in verdicts)})"
+    summary += f" (shown equivalent within ±{MARGIN:g} in {sum(v[2] for v in verdicts)})"
     if count["explained"]:
         summary += (f"; {count['explained']} more fall inside with the book's loader order (--data_order), whose "
                     "effect the factors measure")
