@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from mlp_research.backends.base import Backend, GroupTrainer, Trainer
+from mlp_research.backends.base import DECLARATIONS, Backend, GroupTrainer, Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
 
-_HOOKS = ("prepare", "join_processes", "guard", "process_index", "process_count", "agree")
-_DECLARATIONS = ("optimizers", "parallel_modes", "matmul_precisions")
+# What a backend may define itself; the base class's default (a class attribute of `_Adapted`) stands in otherwise.
+_OWN = (*DECLARATIONS, "version", "check", "prepare", "join_processes", "guard", "process_index", "process_count",
+        "agree")
 
 
 class _Trainer:
@@ -42,18 +43,10 @@ class _Adapted(Backend):
     def __init__(self, backend: Any, name: str):
         self.wrapped = backend
         self.name = getattr(backend, "name", name)
-        for attribute in _DECLARATIONS:
-            setattr(self, attribute, getattr(backend, attribute, getattr(Backend, attribute)))
         self.trains_groups = hasattr(backend, "group_trainer")
-        for hook in _HOOKS:
-            if hasattr(backend, hook):
-                setattr(self, hook, getattr(backend, hook))
-
-    def version(self) -> str:
-        return self.wrapped.version()
-
-    def check(self, config: Config) -> None:
-        self.wrapped.check(config)
+        for attribute in _OWN:
+            if hasattr(backend, attribute):
+                setattr(self, attribute, getattr(backend, attribute))
 
     def trainer(self, config: Config, splits: Splits) -> Trainer:
         return _Trainer(self.wrapped.trainer(config, splits))  # type: ignore[return-value]

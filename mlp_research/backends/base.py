@@ -58,6 +58,7 @@ The contract, beyond the method signatures:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, ContextManager, Protocol, Sequence
 
 import numpy as np
@@ -78,15 +79,24 @@ __all__ = ["Backend", "EpochSums", "GroupTrainer", "Sums", "Trainer", "check_can
 PROTOCOL_VERSION = 2
 
 
+def is_static(field: dataclasses.Field) -> bool:
+    """A dataclass field that is no pytree node (flax's `pytree_node=False`): kept as it is, no leaf."""
+    return field.metadata.get("pytree_node", True) is False
+
+
 def tree_map(fn: Any, tree: Any) -> Any:
-    """`fn` on every leaf of nested dicts, lists, tuples and named tuples (the state trees of every backend)."""
+    """`fn` on every leaf of a state tree: nested dicts, lists, tuples, named tuples and dataclasses (static
+    fields kept as they are); `None` is an empty node."""
     if isinstance(tree, dict):
         return {k: tree_map(fn, v) for k, v in tree.items()}
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
         return type(tree)(*(tree_map(fn, v) for v in tree))
     if isinstance(tree, (list, tuple)):
         return type(tree)(tree_map(fn, v) for v in tree)
-    return fn(tree)
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        return dataclasses.replace(tree, **{f.name: tree_map(fn, getattr(tree, f.name))
+                                            for f in dataclasses.fields(tree) if f.init and not is_static(f)})
+    return None if tree is None else fn(tree)
 
 
 def check_canonical(spec: ModelSpec, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -329,16 +339,14 @@ class Backend:
 
 
 # Declared capabilities and the flag each one is about.
-DECLARATIONS = {"optimizers": ("optimizer", "optimizer"), "parallel_modes": ("parallel", "parallel"),
-                "matmul_precisions": ("matmul_precision", "matmul_precision")}
+DECLARATIONS = {"optimizers": "optimizer", "parallel_modes": "parallel", "matmul_precisions": "matmul_precision"}
 
 
 def check_config(backend: Backend, config: Config) -> None:
     """Everything a run asks of a backend: its declarations (refused naming the flag), then its own `check`."""
-    for attribute, (flag, field) in DECLARATIONS.items():
-        supported = getattr(backend, attribute, None)  # a backend written without the base class may declare none
-        value = getattr(config, field)
-        if supported is not None and value not in supported:
+    for attribute, flag in DECLARATIONS.items():
+        supported, value = getattr(backend, attribute), getattr(config, flag)
+        if value not in supported:
             raise ConfigError(f"--{flag}: {value!r} is not available in the {backend.name} backend; "
                               f"choose one of {', '.join(supported)}")
     backend.check(config)

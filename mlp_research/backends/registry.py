@@ -60,12 +60,6 @@ def _warn_duplicate(first: BackendInfo, other: BackendInfo) -> None:
              f" using {first.distribution}'s")
 
 
-def _failure(info: BackendInfo, error: BaseException) -> ConfigError:
-    detail = " ".join(str(error).split())
-    what = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
-    return ConfigError(f"--backend: backend {info.name!r} from package {info.distribution} failed to load: {what}")
-
-
 def _guarded(info: BackendInfo, call: Callable[[], Any]) -> Any:
     """`call()`; ConfigError naming the package for anything the plugin raises but Ctrl-C."""
     try:
@@ -73,7 +67,10 @@ def _guarded(info: BackendInfo, call: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # noqa: BLE001 -- a broken plugin, even one calling sys.exit, must not stop the others
-        raise _failure(info, e) from None
+        detail = " ".join(str(e).split())
+        what = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+        raise ConfigError(f"--backend: backend {info.name!r} from package {info.distribution} failed to load: "
+                          f"{what}") from None
 
 
 def _instantiate(info: BackendInfo) -> Backend:

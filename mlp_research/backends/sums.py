@@ -39,18 +39,6 @@ class Sums:
         return Sums(float(self.loss_sum), int(self.correct), int(self.count), int(self.first_nonfinite_step))
 
 
-ZERO = Sums(0.0, 0, 0, -1)
-
-
-@dataclasses.dataclass
-class _Chunk:
-    counter: int  # the trainer's step counter before the chunk's first update
-    first: int
-    end: int
-    losses: Any  # per-step loss sums, framework values until fetched
-    correct: Any  # per-step correct counts
-
-
 class EpochSums:
     """The training sums of one epoch: carried in by a resume, plus every chunk trained in this process.
 
@@ -60,28 +48,30 @@ class EpochSums:
 
     def __init__(self, counts: np.ndarray, carried: Sums | None, fetch: Callable[[list[Any]], Sequence[Any]]):
         self.counts = np.asarray(counts, np.int64)
-        self.carried = carried if carried is not None else ZERO
+        self.carried = carried or Sums(0.0, 0, 0)
         self.fetch = fetch
-        self.chunks: list[_Chunk] = []
+        self.chunks: list[tuple[int, int, int]] = []  # (step counter, first, end) of each chunk trained
+        self.values: list[Any] = []  # each chunk's per-step loss sums and correct counts, framework values
 
     def add(self, counter: int, first: int, end: int, losses: Any, correct: Any) -> None:
         """Steps [first, end) of the epoch, trained from step counter `counter` on."""
-        self.chunks.append(_Chunk(counter, first, end, losses, correct))
+        self.chunks.append((counter, first, end))
+        self.values += [losses, correct]
 
     def total(self) -> Sums:
         """The carried sums plus every chunk's (waits for the device once)."""
         if not self.chunks:
             return self.carried.to_host()
-        values = self.fetch([v for c in self.chunks for v in (c.losses, c.correct)])
+        values = self.fetch(self.values)
         loss_sum, correct, count = float(self.carried.loss_sum), int(self.carried.correct), int(self.carried.count)
         first_bad = int(self.carried.first_nonfinite_step)
-        for k, chunk in enumerate(self.chunks):
-            losses = np.asarray(values[2 * k], np.float64).reshape(-1)[: chunk.end - chunk.first]
-            hits = np.asarray(values[2 * k + 1]).reshape(-1)[: chunk.end - chunk.first]
+        for k, (counter, first, end) in enumerate(self.chunks):
+            losses = np.asarray(values[2 * k], np.float64).reshape(-1)[: end - first]
+            hits = np.asarray(values[2 * k + 1]).reshape(-1)[: end - first]
             bad = np.flatnonzero(~np.isfinite(losses))
             if first_bad < 0 and len(bad):
-                first_bad = chunk.counter + int(bad[0])
+                first_bad = counter + int(bad[0])
             loss_sum += float(losses.sum())
             correct += int(hits.sum())
-            count += int(self.counts[chunk.first:chunk.end].sum())
+            count += int(self.counts[first:end].sum())
         return Sums(loss_sum, correct, count, first_bad)

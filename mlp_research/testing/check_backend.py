@@ -26,13 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("backend", help="a registered backend name (python -m experiments.backends lists them), "
                         "or module:Class for a backend not installed yet")
     parser.add_argument("--only", default="", help="comma-separated prefixes of the checks to run")
-    parser.add_argument("--data_dir", default="", help="unused by the checks (they use small synthetic data); "
-                        "accepted for symmetry with the other entry points")
     args = parser.parse_args(argv)
     from mlp_research.testing import kit as kit_lib
 
     try:
-        kit = kit_lib.Kit(args.backend, data_dir=args.data_dir)
+        kit = kit_lib.Kit(args.backend)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return ConfigError.exit_code
@@ -40,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = {"pass": 0, "fail": 0, "skip": 0}
     start = time.perf_counter()
     try:
-        for case, outcome in kit_lib.run_all(kit, lambda c: not prefixes or c.name.startswith(tuple(prefixes))):
+        for case in kit_lib.all_cases():
+            if prefixes and not case.name.startswith(tuple(prefixes)):
+                continue
+            outcome = kit_lib.run_case(case, kit)
             counts[outcome.status] += 1
             note = f"  -- {outcome.detail}" if outcome.detail else ""
             figure = f"  ({outcome.figure})" if outcome.figure else ""

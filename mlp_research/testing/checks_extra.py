@@ -16,14 +16,13 @@ from mlp_research.optimizers import SUPPORTED
 from mlp_research.spec import ACTIVATIONS, INITS, MODELS
 from mlp_research.testing import reference, trees
 from mlp_research.testing.checks_run import ALL_VALUES
-from mlp_research.testing.checks_training import OPTIMIZER_SETTINGS, poison_second_chunk
+from mlp_research.testing.checks_training import OPTIMIZER_SETTINGS, parity, poison_second_chunk
 from mlp_research.testing.core import (
     Case,
     Kit,
     Outcome,
     expect,
     failed,
-    max_diff,
     passed,
     random_canonical,
     skipped,
@@ -142,30 +141,6 @@ def _resume_everything(kit: Kit, config: Any) -> Outcome:
     return passed(f"{config.optimizer}: {len(trees.leaves(state))} leaves equal")
 
 
-def _parity(kit: Kit, tolerance: float, epochs: int = 2, activation: str = "tanh", widths: tuple[int, ...] = (32,),
-            **settings: Any) -> Outcome:
-    """Epochs from random parameters against `reference.train_epoch`: sums per epoch, parameters at the end."""
-    config = kit.config(model="mlp", num_hiddens=widths, activation=activation, **settings)
-    trainer = kit.trainer(config)
-    params = random_canonical(config, seed=1)
-    trainer.set_params(params)
-    train = kit.splits(config).train
-    got, slots = train_epochs(trainer, range(epochs)), None
-    for epoch, sums in enumerate(got):
-        params, slots, want = reference.train_epoch(config, params, slots, train.images, train.labels, epoch,
-                                                    epoch * trainer.layout.steps_per_epoch)
-        if (int(sums.count), int(sums.correct), int(sums.first_nonfinite_step)) != (want.count, want.correct, -1):
-            return failed(f"epoch {epoch + 1}: count/correct/first_nonfinite_step {int(sums.count)}/"
-                          f"{int(sums.correct)}/{int(sums.first_nonfinite_step)}, the spec's "
-                          f"{want.count}/{want.correct}/-1 (data order, batch rule or loss before the update?)")
-        if abs(float(sums.loss_sum) - want.loss_sum) > 1e-5 * abs(want.loss_sum):
-            return failed(f"epoch {epoch + 1}: loss sum {float(sums.loss_sum):.7g}, the spec's {want.loss_sum:.7g}")
-    diff = max_diff(trainer.get_params(), params)
-    return expect(diff < tolerance, f"max |param diff| after {epochs} epoch(s) {diff:.1e}",
-                  f"{activation}, {config.optimizer}: parameters after {epochs} epoch(s) differ from the spec by "
-                  f"{diff:.3g} (allowed {tolerance:g})")
-
-
 def _optimizer_settings(optimizer: str) -> Case:
     """Every optimiser with weight decay, a cosine schedule and momentum 0.8 (a hard-wired 0.9 passes the kit)."""
 
@@ -173,7 +148,7 @@ def _optimizer_settings(optimizer: str) -> Case:
         why = kit.supports(optimizer=optimizer)
         if why:
             return skipped(f"not supported: {why}")
-        return _parity(kit, PARITY_TOL.get(optimizer, NORMALISED_TOL), optimizer=optimizer,
+        return parity(kit, PARITY_TOL.get(optimizer, NORMALISED_TOL), optimizer=optimizer,
                        lr=OPTIMIZER_SETTINGS[optimizer]["lr"], **EXTRA_SETTINGS)
 
     return Case(f"training[mlp,{optimizer},wd=0.01,cosine,momentum=0.8]", run)
@@ -182,13 +157,13 @@ def _optimizer_settings(optimizer: str) -> Case:
 def _gradient(activation: str) -> Case:
     """An epoch of sgd with each activation (the kit trains with tanh only): its derivative, in every backend."""
     return Case(f"training[mlp,sgd,{activation}]",
-                lambda kit: _parity(kit, PARITY_TOL["sgd"], epochs=1, activation=activation, widths=(48, 32),
+                lambda kit: parity(kit, PARITY_TOL["sgd"], epochs=1, activation=activation, widths=(48, 32),
                                     optimizer="sgd", lr=0.1))
 
 
 def uneven_chunks(kit: Kit) -> Outcome:
     """Chunks of 3 steps over 4 (the last chunk padded, its one step the short batch) equal the spec's epochs."""
-    return _parity(kit, PARITY_TOL["sgd"], steps_per_chunk=3, optimizer="sgd", lr=0.1)
+    return parity(kit, PARITY_TOL["sgd"], steps_per_chunk=3, optimizer="sgd", lr=0.1)
 
 
 def nonfinite_sums(kit: Kit) -> Outcome:
@@ -236,8 +211,8 @@ def no_empty_subtrees(kit: Kit) -> Outcome:
 
 def declarations(kit: Kit) -> Outcome:
     """Every declared value is accepted (the kit only tries the undeclared ones); a refusal is one line."""
-    for attribute, (flag, field) in DECLARATIONS.items():
-        declared = getattr(kit.backend, attribute, None) or ()
+    for attribute, field in DECLARATIONS.items():
+        declared = getattr(kit.backend, attribute)
         for value in ALL_VALUES[attribute]:
             try:
                 check_config(kit.backend, kit.config(**{field: value}))
@@ -245,7 +220,7 @@ def declarations(kit: Kit) -> Outcome:
                 if value in declared:
                     return failed(f"{field}={value!r} is declared in {attribute} but refused: {e}")
                 if "\n" in str(e):
-                    return failed(f"the refusal of --{flag}={value} spans several lines: {e!r}")
+                    return failed(f"the refusal of --{field}={value} spans several lines: {e!r}")
     return passed("declared values accepted")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -46,32 +46,30 @@ CARRIED_OFFSET = Sums(50.0, 100, 1000)  # member k carries (k + 1) times this: n
 RESTORE = "load_state_dicts must restore each member's parameters, optimiser state and step counter from its own state"
 
 
-def _optimizer(kit: Kit) -> str:
-    """momentum when declared (so the per-member momentum counts), else sgd."""
-    return "momentum" if not kit.supports(optimizer="momentum") else "sgd"
-
-
 def member_configs(kit: Kit, **settings: Any) -> list[Config]:
     """The group's member configs: `MEMBER_VALUES` over a small scratch-model run."""
-    missing = [field for field in VMAP_FIELDS if field not in MEMBER_VALUES]
-    if missing:
-        raise KeyError(f"the kit has no member values for the per-member field(s) {missing}")
-    base = dict(model="mlp_scratch", num_hiddens=(32,), activation="tanh", optimizer=_optimizer(kit),
-                steps_per_chunk=2, schedule="cosine")
+    optimizer = "momentum" if not kit.supports(optimizer="momentum") else "sgd"  # so the member momenta count
+    base = dict(model="mlp_scratch", num_hiddens=(32,), activation="tanh", optimizer=optimizer, steps_per_chunk=2,
+                schedule="cosine")
     base.update(settings)
     count = len(next(iter(MEMBER_VALUES.values())))
     return [kit.config(**base, **{field: MEMBER_VALUES[field][k] for field in VMAP_FIELDS}) for k in range(count)]
 
 
-def _needs_groups(kit: Kit) -> str | None:
-    return None if kit.trains_groups() else "the backend has no group_trainer (--vmap is refused)"
+def _group_case(name: str, check: Callable[[Kit], Outcome]) -> Case:
+    """A `group[...]` case, skipped for a backend without `group_trainer`."""
+
+    def run(kit: Kit) -> Outcome:
+        if not kit.backend.trains_groups:
+            return skipped("the backend has no group_trainer (--vmap is refused)")
+        return check(kit)
+
+    return Case(f"group[{name}]", run)
 
 
 def _sums_differ(got: Sums, want: Sums, rtol: float) -> bool:
     got, want = got.to_host(), want.to_host()
     exact = (got.count, got.correct, got.first_nonfinite_step) == (want.count, want.correct, want.first_nonfinite_step)
-    if rtol == 0:
-        return not exact or got.loss_sum != want.loss_sum
     return not exact or not math.isclose(got.loss_sum, want.loss_sum, rel_tol=rtol)
 
 
@@ -92,35 +90,27 @@ def _compare_members(group: Any, singles: Sequence[Any], rtol: float) -> str:
     return ""
 
 
-def _members_equal_single_runs(batched: bool) -> Case:
+def members_equal_single_runs(kit: Kit, batched: bool) -> Outcome:
     """Each member, trained in the group for two epochs of uneven chunks, against a single run of its config."""
     rtol = BATCHED_RTOL if batched else 0.0
-
-    def run(kit: Kit) -> Outcome:
-        why = _needs_groups(kit)
-        if why:
-            return skipped(why)
-        configs = member_configs(kit, vmap_batched=batched)
-        group, singles = kit.group_trainer(configs), [kit.trainer(c) for c in configs]
+    configs = member_configs(kit, vmap_batched=batched)
+    group, singles = kit.group_trainer(configs), [kit.trainer(c) for c in configs]
+    for k, single in enumerate(singles):
+        if trees.first_difference(group.get_params()[k], single.get_params()):
+            return failed(f"member {k} ({_label(configs[k])}) starts from other parameters than its single "
+                          "run: each member initialises from its own seed, init and sigma")
+    for epoch in range(2):
+        got = train_epochs(group, range(epoch, epoch + 1))[0]
         for k, single in enumerate(singles):
-            if trees.first_difference(group.get_params()[k], single.get_params()):
-                return failed(f"member {k} ({_label(configs[k])}) starts from other parameters than its single "
-                              "run: each member initialises from its own seed, init and sigma")
-        for epoch in range(2):
-            got = train_epochs(group, range(epoch, epoch + 1))[0]
-            for k, single in enumerate(singles):
-                want = train_epochs(single, range(epoch, epoch + 1))[0]
-                if _sums_differ(got[k], want, rtol):
-                    return failed(f"epoch {epoch + 1}, member {k} ({_label(configs[k])}): sums {got[k].to_host()}, "
-                                  f"its single run {want.to_host()} (does the member use its own lr, seed and "
-                                  "momentum?)")
-        differs = _compare_members(group, singles, rtol)
-        if differs:
-            return failed(f"after 2 epochs, {differs} (members: {'; '.join(map(_label, configs))})")
-        return passed(f"{len(configs)} members {'to float rounding' if batched else 'bit for bit'}")
-
-    suffix = ", vmap_batched" if batched else ""
-    return Case(f"group[members equal their single runs{suffix}]", run)
+            want = train_epochs(single, range(epoch, epoch + 1))[0]
+            if _sums_differ(got[k], want, rtol):
+                return failed(f"epoch {epoch + 1}, member {k} ({_label(configs[k])}): sums {got[k].to_host()}, "
+                              f"its single run {want.to_host()} (does the member use its own lr, seed and "
+                              "momentum?)")
+    differs = _compare_members(group, singles, rtol)
+    if differs:
+        return failed(f"after 2 epochs, {differs} (members: {'; '.join(map(_label, configs))})")
+    return passed(f"{len(configs)} members {'to float rounding' if batched else 'bit for bit'}")
 
 
 def _label(config: Config) -> str:
@@ -130,9 +120,6 @@ def _label(config: Config) -> str:
 
 def carried_sums(kit: Kit) -> Outcome:
     """Member k adds to sums[k], the sums carried into an epoch (as after a mid-epoch resume): distinct per member."""
-    why = _needs_groups(kit)
-    if why:
-        return skipped(why)
     configs = member_configs(kit)
     plain, carrying = kit.group_trainer(configs), kit.group_trainer(configs)
     whole = train_epochs(plain, range(1))[0]
@@ -158,9 +145,6 @@ def _plus(sums: Sums, offset: Sums, times: int) -> Sums:
 
 def diverging_member(kit: Kit) -> Outcome:
     """One member's loss is non-finite from its first step (sigma 1e30): only that member reports it, at step 0."""
-    why = _needs_groups(kit)
-    if why:
-        return skipped(why)
     base = kit.config(model="mlp_scratch", num_hiddens=(32,), activation="relu", steps_per_chunk=2)
     configs = [base, base.replace(sigma=1e30, seed=1), base.replace(seed=2)]
     got = train_epochs(kit.group_trainer(configs), range(1))[0]
@@ -175,9 +159,6 @@ def diverging_member(kit: Kit) -> Outcome:
 def state_round_trip(kit: Kit) -> Outcome:
     """state_dicts -> load_state_dicts continues bit for bit, member by member; each member's state is an
     ordinary single-run state that a single trainer of its config continues the same way."""
-    why = _needs_groups(kit)
-    if why:
-        return skipped(why)
     configs = member_configs(kit)
     first, second = kit.group_trainer(configs), kit.group_trainer(configs)
     abstract = trees.structure(first.abstract_state_dict())
@@ -210,9 +191,6 @@ def state_round_trip(kit: Kit) -> Outcome:
 
 def driver_rows(kit: Kit) -> Outcome:
     """The driver trains a group (two seeds): each member's metrics rows equal those of a single run of its config."""
-    why = _needs_groups(kit)
-    if why:
-        return skipped(why)
     base = kit.config(model="mlp", num_hiddens=(32,), synthetic_train_size=300, plot=False)
     workdir = os.path.join(kit.workdir, "group-rows")
     group = members.expand(base, {"seed": ["0", "1"]}, workdir)
@@ -237,10 +215,11 @@ def _first_member_difference(got: Sequence[Any], want: Sequence[Any]) -> str:
 
 
 CASES = (
-    _members_equal_single_runs(batched=False),
-    _members_equal_single_runs(batched=True),
-    Case("group[carried sums are each member's own]", carried_sums),
-    Case("group[a diverging member is its own]", diverging_member),
-    Case("group[state round trip, member by member]", state_round_trip),
-    Case("group[driver rows equal single runs]", driver_rows),
+    _group_case("members equal their single runs", lambda kit: members_equal_single_runs(kit, batched=False)),
+    _group_case("members equal their single runs, vmap_batched",
+                lambda kit: members_equal_single_runs(kit, batched=True)),
+    _group_case("carried sums are each member's own", carried_sums),
+    _group_case("a diverging member is its own", diverging_member),
+    _group_case("state round trip, member by member", state_round_trip),
+    _group_case("driver rows equal single runs", driver_rows),
 )

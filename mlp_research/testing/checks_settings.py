@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mlp_research.optimizers import SUPPORTED
-from mlp_research.testing import reference
+from mlp_research.testing.checks_training import train_with_reference
 from mlp_research.testing.core import (
     Case,
     Kit,
@@ -25,9 +25,7 @@ from mlp_research.testing.core import (
     expect,
     failed,
     max_diff,
-    random_canonical,
     skipped,
-    train_epochs,
 )
 
 TRAINING = dict(model="mlp", num_hiddens=(32,), activation="tanh", optimizer="sgd", lr=0.1)
@@ -97,13 +95,7 @@ def _init_probe(kit: Kit, setting: Setting) -> Outcome:
 
 def _trained(kit: Kit, flat: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Parameters after one epoch from the same random start: (the backend's, the reference's)."""
-    config = kit.config(**flat)
-    trainer = kit.trainer(config)
-    start = random_canonical(config, seed=1)
-    trainer.set_params(start)
-    train_epochs(trainer, range(1))
-    train = kit.splits(config).train
-    want = reference.train_epoch(config, start, None, train.images, train.labels, 0, 0)[0]
+    trainer, _, _, want = train_with_reference(kit, kit.config(**flat), 1)
     return trainer.get_params(), want
 
 

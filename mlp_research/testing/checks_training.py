@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from mlp_research.backends.base import Sums
+from mlp_research.config import Config
 from mlp_research.optimizers import SUPPORTED
 from mlp_research.testing import reference, trees
 from mlp_research.testing.core import (
@@ -34,35 +35,48 @@ OPTIMIZER_SETTINGS = {
 }
 
 
+def train_with_reference(kit: Kit, config: Config, epochs: int) -> tuple[Any, list[Any], list[Sums], dict]:
+    """The same epochs from the same random parameters in the backend and in `reference.train_epoch`:
+    (the trainer, its epoch sums, the reference's, the reference's parameters at the end)."""
+    trainer = kit.trainer(config)
+    params = random_canonical(config, seed=1)
+    trainer.set_params(params)
+    train = kit.splits(config).train
+    got, want, slots = train_epochs(trainer, range(epochs)), [], None
+    for epoch in range(epochs):
+        params, slots, sums = reference.train_epoch(config, params, slots, train.images, train.labels, epoch,
+                                                    epoch * trainer.layout.steps_per_epoch)
+        want.append(sums)
+    return trainer, got, want, params
+
+
+def parity(kit: Kit, tolerance: float, loss_rtol: float = 1e-5, epochs: int = 2, model: str = "mlp",
+           activation: str = "tanh", widths: tuple[int, ...] = (32,), **settings: Any) -> Outcome:
+    """Epochs against the reference: sums per epoch, parameters at the end. tanh by default, not relu: a
+    rounding-level flip of a relu at 0 would become a whole step's difference."""
+    config = kit.config(model=model, num_hiddens=widths, activation=activation, **settings)
+    trainer, got, want, params = train_with_reference(kit, config, epochs)
+    for epoch, (sums, ref) in enumerate(zip(got, want)):
+        if (int(sums.count), int(sums.correct)) != (ref.count, ref.correct):
+            return failed(f"epoch {epoch + 1}: count/correct {int(sums.count)}/{int(sums.correct)}, the spec's "
+                          f"{ref.count}/{ref.correct} (data order, batch rule or loss before the update?)")
+        if int(sums.first_nonfinite_step) != -1:
+            return failed(f"epoch {epoch + 1}: first_nonfinite_step {int(sums.first_nonfinite_step)} (want -1)")
+        if abs(float(sums.loss_sum) - ref.loss_sum) > loss_rtol * abs(ref.loss_sum):
+            return failed(f"epoch {epoch + 1}: loss sum {float(sums.loss_sum):.7g}, the spec's {ref.loss_sum:.7g}")
+    diff = max_diff(trainer.get_params(), params)
+    return expect(diff < tolerance, f"max |param diff| after {epochs} epoch(s) {diff:.1e}",
+                  f"{activation}, {config.optimizer}: parameters after {epochs} epoch(s) differ from the spec by "
+                  f"{diff:.3g} (allowed {tolerance:g}: the update rule or its learning rate?)")
+
+
 def _training_case(model: str, optimizer: str) -> Case:
     def run(kit: Kit) -> Outcome:
         settings = OPTIMIZER_SETTINGS[optimizer]
         why = kit.supports(optimizer=optimizer, **settings)
         if why:
             return skipped(f"not supported: {why}")
-        # tanh, not relu: a rounding-level flip of a relu at 0 would become a whole step's difference.
-        config = kit.config(model=model, num_hiddens=(32,), activation="tanh", optimizer=optimizer, **settings)
-        trainer = kit.trainer(config)
-        params = random_canonical(config, seed=1)
-        trainer.set_params(params)
-        train = kit.splits(config).train
-        got = train_epochs(trainer, range(2))
-        ref_params, slots, count = params, None, 0
-        for epoch in range(2):
-            ref_params, slots, want = reference.train_epoch(config, ref_params, slots, train.images, train.labels,
-                                                            epoch, count)
-            count += trainer.layout.steps_per_epoch
-            sums = got[epoch]
-            if (int(sums.count), int(sums.correct)) != (want.count, want.correct):
-                return failed(f"epoch {epoch + 1}: count/correct {int(sums.count)}/{int(sums.correct)}, the spec's "
-                              f"{want.count}/{want.correct} (data order, batch rule or loss before the update?)")
-            if abs(float(sums.loss_sum) - want.loss_sum) > 1e-4 * max(abs(want.loss_sum), 1.0):
-                return failed(f"epoch {epoch + 1}: training loss sum {float(sums.loss_sum):.6g}, the spec's "
-                              f"{want.loss_sum:.6g}")
-        diff = max_diff(trainer.get_params(), ref_params)
-        return expect(diff < 1e-4, f"max |param diff| after 2 epochs {diff:.1e}",
-                      f"parameters after 2 epochs differ from the spec by {diff:.3g} (the update rule or its "
-                      "learning rate?)")
+        return parity(kit, 1e-4, loss_rtol=1e-4, model=model, optimizer=optimizer, **settings)
 
     return Case(f"training[{model},{optimizer}]", run)
 

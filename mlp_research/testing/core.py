@@ -67,13 +67,12 @@ def load_backend(spec: str) -> Any:
 class Kit:
     """What every case needs: the backend, small fixed data, configs, and a scratch directory."""
 
-    def __init__(self, backend: Any, workdir: str | None = None, data_dir: str = ""):
+    def __init__(self, backend: Any):
         # Seen through the interface the driver uses: a backend written without the base class is adapted.
         self.backend = as_backend(load_backend(backend) if isinstance(backend, str) else backend)
         self.name = self.backend.name
-        self.data_dir = data_dir
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"kit-{self.name}-")
-        self.workdir = workdir or self._tmp.name
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"kit-{self.name}-")
+        self.workdir = self._tmp.name
 
     def config(self, **overrides: Any) -> Config:
         """A small synthetic run of this backend: 200 training examples (4 batches, the last short)."""
@@ -96,11 +95,6 @@ class Kit:
             check_config(self.backend, config)
         return self.backend.group_trainer(configs, self.splits(configs[0]))
 
-    def trains_groups(self) -> bool:
-        """Whether the backend trains --vmap groups: `trains_groups` on a `Backend` subclass, a `group_trainer`
-        method on one written from scratch (`backends.adapter` reads either)."""
-        return self.backend.trains_groups
-
     def supports(self, **flat: Any) -> str | None:
         """None if the backend accepts these settings, else why not (its ConfigError)."""
         try:
@@ -110,8 +104,7 @@ class Kit:
         return None
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._tmp.cleanup()
 
 
 def random_canonical(config: Config, seed: int = 0) -> dict[str, np.ndarray]:

@@ -17,13 +17,13 @@ This module assembles the case list from the `checks_*` modules; `Case`,
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Collection, Iterator, Mapping
+from typing import Any, Collection, Mapping
 
 from mlp_research.testing import checks_extra, checks_group, checks_model, checks_run, checks_settings, checks_training
 from mlp_research.testing.core import Case, Kit, Outcome, failed, random_canonical, train_epochs
 
 __all__ = ["Case", "Kit", "Outcome", "all_cases", "assert_case", "case_names", "pytest_cases", "random_canonical",
-           "run_all", "run_case", "train_epochs"]
+           "run_case", "train_epochs"]
 
 
 @functools.cache
@@ -45,12 +45,6 @@ def run_case(case: Case, kit: Kit) -> Outcome:
     except Exception as e:  # noqa: BLE001 -- any exception of the backend is a finding
         message = " ".join(str(e).split())[:300]
         return failed(f"raised {type(e).__name__}: {message}")
-
-
-def run_all(kit: Kit, selected: Callable[[Case], bool] = lambda case: True) -> Iterator[tuple[Case, Outcome]]:
-    for case in all_cases():
-        if selected(case):
-            yield case, run_case(case, kit)
 
 
 def pytest_cases() -> list[Any]:

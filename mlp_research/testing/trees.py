@@ -11,13 +11,11 @@ leaf. Paths are written as `jax.tree_util.keystr` writes them (`['opt']['trace']
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-
-def _is_static(field: dataclasses.Field) -> bool:
-    return field.metadata.get("pytree_node", True) is False
+from mlp_research.backends.base import is_static, tree_map
 
 
 def _children(tree: Any) -> Iterator[tuple[str, Any]] | None:
@@ -29,7 +27,7 @@ def _children(tree: Any) -> Iterator[tuple[str, Any]] | None:
     if isinstance(tree, (list, tuple)):
         return ((f"[{i}]", child) for i, child in enumerate(tree))
     if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
-        return ((f".{f.name}", getattr(tree, f.name)) for f in dataclasses.fields(tree) if not _is_static(f))
+        return ((f".{f.name}", getattr(tree, f.name)) for f in dataclasses.fields(tree) if not is_static(f))
     if tree is None:
         return iter(())
     return None
@@ -43,24 +41,9 @@ def leaves(tree: Any, path: str = "") -> list[tuple[str, Any]]:
     return [item for step, child in children for item in leaves(child, path + step)]
 
 
-def map_leaves(fn: Callable[[Any], Any], tree: Any) -> Any:
-    """The same structure with `fn` applied to every leaf."""
-    if isinstance(tree, dict):
-        return {key: map_leaves(fn, value) for key, value in tree.items()}
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(map_leaves(fn, child) for child in tree))
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(map_leaves(fn, child) for child in tree)
-    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
-        changed = {f.name: map_leaves(fn, getattr(tree, f.name)) for f in dataclasses.fields(tree)
-                   if f.init and not _is_static(f)}
-        return dataclasses.replace(tree, **changed)
-    return None if tree is None else fn(tree)
-
-
 def copy(tree: Any) -> Any:
     """A deep copy whose leaves are numpy arrays: what a checkpoint hands back to `load_state_dict`."""
-    return map_leaves(lambda leaf: np.array(leaf, copy=True), tree)
+    return tree_map(lambda leaf: np.array(leaf, copy=True), tree)
 
 
 def structure(tree: Any) -> list[tuple[str, tuple, str]]:
