@@ -10,6 +10,7 @@ flag a user sets, grouped, with its type, default and choices.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -43,7 +44,7 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file
             field = str(e).strip("\"'")
             _exit_with(f"--config.{field}: unknown config field (known: {', '.join(sorted(field_types()))})")
         except Exception as e:  # noqa: BLE001 -- an unsupported override type, a broken experiment file, ...
-            _exit_with(f"--config: {_one_line(e)}")
+            _exit_with(f"--config: {_one_line(str(e)).strip(chr(34) + chr(39)) or type(e).__name__}")
     meta = field_metadata()
     for name, kind in field_types().items():
         info = meta[name]
@@ -86,10 +87,10 @@ def launch_from_flags(flag_values: flags.FlagValues = flags.FLAGS,
                              flag_values["num_processes"].value, flag_values["process_id"].value, environ)
 
 
-def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}"
-    return text.strip("\"'") or type(error).__name__
+def _one_line(text: str) -> str:
+    """A message's first and last non-blank lines, on one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}"
 
 
 def _exit_with(message: str) -> None:
@@ -112,7 +113,7 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
     try:
         loaded = flag_values["config"].value
         if loaded is not None:
-            values.update(_plain(loaded))
+            values.update(loaded.to_dict() if hasattr(loaded, "to_dict") else loaded)
     except Exception as e:  # a missing file, a syntax error, get_config() raising...
         first = next((line.strip() for line in reversed(str(e).splitlines()) if line.strip()), type(e).__name__)
         raise ConfigError(f"--config: cannot load {flag_values['config'].config_filename}: {first}") from None
@@ -120,12 +121,6 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
         if flag_values[name].present:
             values[name] = flag_values[name].value
     return Config.from_dict(values)
-
-
-def _plain(config_dict: Any) -> dict[str, Any]:
-    if hasattr(config_dict, "to_dict"):
-        return dict(config_dict.to_dict())
-    return dict(config_dict)
 
 
 def help_text(main_module: Any) -> str:
@@ -185,8 +180,7 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
         message = str(e)
     except Exception as e:  # noqa: BLE001 -- ml_collections runs the --config file while parsing
         message = f"--config: cannot load it: {type(e).__name__}: {e}"
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    _exit_with(lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}")
+    _exit_with(_one_line(message))
 
 
 def run(main: Callable[[list[str]], Any], positional: bool = False) -> None:
@@ -221,15 +215,12 @@ def exit_now(code: int) -> None:
     """Flush, run the exit hooks (e.g. the multi-process shutdown barrier), and leave without the teardown."""
     import atexit
 
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    def flush() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+
+    flush()
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    flush()
     os._exit(code)

@@ -46,10 +46,6 @@ def activation_fn(name: str) -> Callable[[Any], Any]:
     }[name]
 
 
-def _fans(shape: tuple[int, int]) -> tuple[int, int]:
-    return shape[0], shape[1]  # canonical (fan_in, fan_out)
-
-
 def init_weight(spec: ModelSpec, shape: tuple[int, int]) -> Any:
     """A canonical-layout weight drawn from mxnet's RNG as the spec's init names it.
 
@@ -57,17 +53,16 @@ def init_weight(spec: ModelSpec, shape: tuple[int, int]) -> Any:
     and rescaled to the target variance (docs/SPECIFICATION.md); the others as written.
     """
     np_ = mxnet().np
-    fan_in, fan_out = _fans(shape)
+    fan_in, fan_out = shape  # canonical (fan_in, fan_out)
     init = spec.init
     if init in ("default", "normal"):
         return np_.random.normal(scale=spec.sigma, size=shape)
     if init == "zeros":
         return np_.zeros(shape)
+    variance = {"xavier": 2 / (fan_in + fan_out), "xavier_normal": 2 / (fan_in + fan_out), "he": 2 / fan_in,
+                "he_uniform": 2 / fan_in, "lecun": 1 / fan_in}[init]
     if init in ("xavier", "he_uniform"):
-        variance = 2 / (fan_in + fan_out) if init == "xavier" else 2 / fan_in
-        limit = math.sqrt(3 * variance)
-        return np_.random.uniform(-limit, limit, size=shape)
-    variance = {"xavier_normal": 2 / (fan_in + fan_out), "he": 2 / fan_in, "lecun": 1 / fan_in}[init]
+        return np_.random.uniform(-math.sqrt(3 * variance), math.sqrt(3 * variance), size=shape)
     return truncated_normal(math.sqrt(variance) / TRUNCATED_NORMAL_STD, shape)
 
 
@@ -115,9 +110,6 @@ class ScratchMLP:
         """The arrays the optimiser updates in place, by state-dict name."""
         return self.params
 
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self.spec.canonical_shapes())
-
     def to_canonical(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, np.float32) for k, v in params.items()}
 
@@ -147,16 +139,14 @@ def _activation_block(name: str) -> Any:
     """A gluon block for activations `nn.Dense(activation=...)` cannot fuse."""
     mx = mxnet()
     nn = mx.gluon.nn
-    if name == "gelu":
-        return nn.HybridLambda(gelu_tanh)
-    return {"silu": lambda: nn.Swish(beta=1.0), "leaky_relu": lambda: nn.LeakyReLU(0.01),
-            "elu": lambda: nn.ELU(alpha=1.0)}[name]()
+    return {"gelu": lambda: nn.HybridLambda(gelu_tanh), "silu": lambda: nn.Swish(beta=1.0),
+            "leaky_relu": lambda: nn.LeakyReLU(0.01), "elu": lambda: nn.ELU(alpha=1.0)}[name]()
 
 
 class GluonMLP:
     """The concise model: `nn.Dense(h, activation=...)` layers then `nn.Dense(o)`, hybridized."""
 
-    def __init__(self, spec: ModelSpec, hybridize: bool = True):
+    def __init__(self, spec: ModelSpec):
         nn = mxnet().gluon.nn
         self.spec = spec
         self.net = nn.HybridSequential()
@@ -174,10 +164,9 @@ class GluonMLP:
         self.net.initialize(_initializer(spec))
         self.net(mxnet().np.zeros((1, spec.num_inputs)))  # materialise the deferred shapes
         if spec.init in TRUNCATED_INITS:
-            for layer, (_, shape) in zip(self.dense, self._canonical_weights()):
-                layer.weight.set_data(init_weight(spec, shape).T)
-        if hybridize:
-            self.net.hybridize(static_alloc=True, static_shape=True)
+            for layer in self.dense:  # gluon's weight is (fan_out, fan_in)
+                layer.weight.set_data(init_weight(spec, layer.weight.shape[::-1]).T)
+        self.net.hybridize(static_alloc=True, static_shape=True)
 
     def __call__(self, X: Any) -> Any:
         return self.net(X)  # Dense flattens its input itself (flatten=True)
@@ -195,16 +184,6 @@ class GluonMLP:
             out[f"dense{i}_bias"] = get(layer.bias)
         return out
 
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes = {}
-        for i, (_name, shape) in enumerate(self._canonical_weights()):
-            shapes[f"dense{i}_weight"] = (shape[1], shape[0])
-            shapes[f"dense{i}_bias"] = (shape[1],)
-        return shapes
-
-    def _canonical_weights(self) -> list[tuple[str, tuple[int, ...]]]:
-        return [(k, s) for k, s in self.spec.canonical_shapes().items() if k.startswith("W")]
-
     def to_canonical(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         for i in range(self.spec.num_layers):
@@ -220,5 +199,5 @@ class GluonMLP:
         return out
 
 
-def build_model(spec: ModelSpec, hybridize: bool = True) -> ScratchMLP | GluonMLP:
-    return ScratchMLP(spec) if spec.model == "mlp_scratch" else GluonMLP(spec, hybridize)
+def build_model(spec: ModelSpec) -> ScratchMLP | GluonMLP:
+    return ScratchMLP(spec) if spec.model == "mlp_scratch" else GluonMLP(spec)

@@ -57,26 +57,17 @@ def missing_names() -> dict[str, Any]:
         "round_": np.round,
         "in1d": _in1d,
         "msort": _msort,
-        "trapz": getattr(np, "trapezoid", None),
+        "trapz": np.trapezoid,
         "compat": types.SimpleNamespace(basestring=str),
     }
-    names.update({name: _removed(name) for name in _FINANCIAL})
-    return {k: v for k, v in names.items() if v is not None}
-
-
-def _has(name: str) -> bool:
-    try:
-        getattr(np, name)
-    except AttributeError:  # numpy 2 raises for removed names through its module __getattr__
-        return False
-    return True
+    return names | {name: _removed(name) for name in _FINANCIAL}
 
 
 def apply() -> list[str]:
     """Add the names numpy lacks (nothing existing is touched); returns the names added."""
     added = []
     for name, value in missing_names().items():
-        if not _has(name):
+        if not hasattr(np, name):  # numpy 2's module __getattr__ raises AttributeError for removed names
             setattr(np, name, value)
             added.append(name)
     return added

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from mlp_research import schedules
 from mlp_research.config import Config
 from mlp_research.optimizers import STATE_SLOTS, ArrayOps, Hyper, update
@@ -29,17 +27,13 @@ class Optimizer:
 
     def __init__(self, config: Config, steps_per_epoch: int):
         self.config = config
-        self.name = config.optimizer
         self.steps_per_epoch = steps_per_epoch
         self.hyper = Hyper(config.optimizer, config.momentum, config.weight_decay)
 
     def init_state(self, params: dict[str, Any], np_mod: Any) -> dict[str, dict[str, Any]]:
         """Fresh optimiser state for `params` (mxnet arrays), as optax's `init`."""
         return {slot: {k: np_mod.full(p.shape, value, dtype=p.dtype) for k, p in params.items()}
-                for slot, value in STATE_SLOTS[self.name].items()}
-
-    def abstract_state(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[str, np.ndarray]]:
-        return {slot: {k: np.zeros(s, np.float32) for k, s in shapes.items()} for slot in STATE_SLOTS[self.name]}
+                for slot, value in STATE_SLOTS[self.hyper.name].items()}
 
     def update(self, step: int, params: dict[str, Any], grads: dict[str, Any], state: dict[str, dict[str, Any]],
                np_mod: Any) -> None:

@@ -26,13 +26,13 @@ from mlp_research_mxnet.models import build_model
 class MXNetTrainer(Trainer):
     """Model, optimiser state and resident data of one run."""
 
-    def __init__(self, config: Config, splits: Splits, hybridize: bool = True):
+    def __init__(self, config: Config, splits: Splits):
         super().__init__(config, splits)
         mx = mxnet()
         self.mx, self.np = mx, mx.np
         t0 = time.perf_counter()
         mx.random.seed(config.seed)
-        self.model = build_model(config.spec, hybridize)
+        self.model = build_model(config.spec)
         self.optimizer = optim.Optimizer(config, self.layout.steps_per_epoch)
         self.params = self.model.state_params()
         self.grads = self.model.grads()  # gradient buffers: written in place by every backward
@@ -91,30 +91,20 @@ class MXNetTrainer(Trainer):
             start = s * layout.batch_size
             idx = self.order[start:start + layout.batch_size]
             x, y = np_.take(self.train_x, idx, axis=0), np_.take(self.train_y, idx, axis=0)
-            count = self.counts[s]
-            short = count < layout.batch_size
+            count = self.counts[s]  # the padding rows come last: the loss is the mean over the real examples
             with autograd.record():
                 logits = self.model(x)
-                per_example = self._per_example_loss(logits, y)
-                if short:  # the padding rows come last: the loss is the mean over the batch's real examples
-                    per_example = per_example[:count]
-                loss_sum = per_example.sum()
+                loss_sum = self._per_example_loss(logits, y)[:count].sum()
                 loss = loss_sum / count
             loss.backward()
-            correct = self._correct(logits, y)
             losses.append(loss_sum)
-            hits.append((correct[:count] if short else correct).sum())
+            hits.append(self._correct(logits, y)[:count].sum())
             self.optimizer.update(self.step + s - first, self.params, self.grads, self.opt_state, np_)
         return losses, hits
 
     def _fetch(self, values: list[Any]) -> list[np.ndarray]:
         """Per-step lists are stacked on the device first: one transfer each, not one per step."""
-        fetched = []
-        for value in values:
-            if isinstance(value, list):
-                value = self.np.stack(value) if value else self.np.zeros(0)
-            fetched.append(value.asnumpy())
-        return fetched
+        return [(self.np.stack(v) if isinstance(v, list) else v).asnumpy() for v in values]
 
     def _evaluate_batch(self, x: Any, y: Any) -> tuple[Any, Any]:
         logits = self.model(x)
@@ -127,9 +117,8 @@ class MXNetTrainer(Trainer):
     # -------------------------------------------------------------- state
     def _framework_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
         params = {k: p.asnumpy() for k, p in self.params.items()}
-        if not self.opt_state:  # plain SGD keeps none
-            return params, None
-        return params, {slot: {k: a.asnumpy() for k, a in arrays.items()} for slot, arrays in self.opt_state.items()}
+        opt = {slot: {k: a.asnumpy() for k, a in arrays.items()} for slot, arrays in self.opt_state.items()}
+        return params, opt or None  # plain SGD keeps none
 
     def _load_framework_state(self, params: dict[str, Any], opt_state: dict[str, Any] | None) -> None:
         self._assign(self.params, params)

@@ -107,7 +107,7 @@ def test_optimizer_state_and_rates_follow_the_spec_on_identical_gradients(optimi
     for k in params:
         np.testing.assert_allclose(mine[k].asnumpy(), spec[k], atol=1e-6, rtol=1e-5, err_msg=k)
         assert np.abs(spec[k] - params[k]).max() > 1e-3  # the updates moved them
-    assert set(state) == set(ours.abstract_state({"W": (20, 8)})) == set(optimizers.STATE_SLOTS[optimizer])
+    assert set(state) == set(optimizers.STATE_SLOTS[optimizer])
 
 
 # ------------------------------------------------------------------- state

@@ -17,12 +17,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from mlp_research.spec import ModelSpec
-from mlp_research_tensorflow._tf import import_tensorflow
+from mlp_research_tensorflow._tf import tf
 
-tf = import_tensorflow()
 keras = tf.keras
-
-Activation = Callable[[Any], Any]
 
 
 def relu(X: Any) -> Any:
@@ -32,7 +29,7 @@ def relu(X: Any) -> Any:
 
 # Same functions as mlp_research.jax_backend.models.ACTIVATIONS: JAX's gelu is the tanh
 # approximation and its leaky_relu slope is 0.01 (TensorFlow's defaults differ).
-ACTIVATIONS: dict[str, Activation] = {
+ACTIVATIONS: dict[str, Callable[[Any], Any]] = {
     "relu": tf.nn.relu,
     "sigmoid": tf.math.sigmoid,
     "tanh": tf.math.tanh,
@@ -45,11 +42,6 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def _layer_seed(seed: int, layer: int) -> int:
-    """A distinct, reproducible seed per layer for Keras initialisers."""
-    return (seed * 1009 + layer) % (2**31 - 1)
-
-
 def keras_initializer(spec: ModelSpec, seed: int, layer: int) -> Any:
     """The Keras kernel initialiser for `spec.init`, seeded per layer.
 
@@ -57,7 +49,7 @@ def keras_initializer(spec: ModelSpec, seed: int, layer: int) -> Any:
     rescaled to the untruncated variance, exactly as Flax's do.
     `default` is Keras's own Dense default (Glorot uniform), as the book's concise model uses.
     """
-    s = _layer_seed(seed, layer)
+    s = (seed * 1009 + layer) % (2**31 - 1)  # a distinct, reproducible seed per layer
     init = keras.initializers
     return {
         "default": lambda: init.GlorotUniform(seed=s),

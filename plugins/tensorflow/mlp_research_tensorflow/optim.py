@@ -15,9 +15,8 @@ from typing import Any
 from mlp_research import schedules
 from mlp_research.config import Config
 from mlp_research.optimizers import STATE_SLOTS, ArrayOps, Hyper, update
-from mlp_research_tensorflow._tf import import_tensorflow
+from mlp_research_tensorflow._tf import tf
 
-tf = import_tensorflow()
 TF_OPS = ArrayOps(sqrt=tf.sqrt, norm=lambda x: tf.norm(tf.reshape(x, [-1])), where=tf.where)
 
 
@@ -25,27 +24,18 @@ class Optimizer:
     """Applies `config.optimizer`'s update to a list of variables; slots are `tf.Variable`s."""
 
     def __init__(self, config: Config, steps_per_epoch: int, params: list[Any], names: list[str]):
-        self.config = config
         self.hyper = Hyper(config.optimizer, config.momentum, config.weight_decay)
         self.names = names
-        self.rates = None
-        if config.schedule != "constant":
-            self.rates = tf.constant(schedules.rate_table(config, steps_per_epoch, peak=config.lr))
+        self.rates = tf.constant(schedules.rate_table(config, steps_per_epoch, peak=config.lr))  # constant too
         self.slots: dict[str, list[Any]] = {
             slot: [tf.Variable(tf.fill(p.shape, tf.constant(init, p.dtype)), trainable=False, name=f"{slot}_{n}")
                    for p, n in zip(params, names)]
             for slot, init in STATE_SLOTS[config.optimizer].items()
         }
 
-    def learning_rate(self, count: Any) -> Any:
-        """The rate of update `count` (0-based), from the shared schedule."""
-        if self.rates is None:
-            return tf.constant(self.config.lr, tf.float32)
-        return tf.gather(self.rates, tf.minimum(count, tf.shape(self.rates)[0] - 1))
-
     def apply(self, grads: list[Any], params: list[Any], count: Any) -> None:
         """One update with the gradients of step `count` (the number of updates done before it)."""
-        lr = self.learning_rate(count)
+        lr = tf.gather(self.rates, tf.minimum(count, tf.shape(self.rates)[0] - 1))  # the shared schedule's rate
         k = tf.cast(count, tf.float32)
         for i, (g, p) in enumerate(zip(grads, params)):
             slots = {name: variables[i].read_value() for name, variables in self.slots.items()}

@@ -21,11 +21,9 @@ import numpy as np
 from mlp_research.backends.base import Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research_tensorflow._tf import import_tensorflow
+from mlp_research_tensorflow._tf import tf
 from mlp_research_tensorflow.models import build_model
 from mlp_research_tensorflow.optim import Optimizer
-
-tf = import_tensorflow()
 
 IMAGE_SPEC = tf.TensorSpec([None, 28, 28], tf.float32)
 LABEL_SPEC = tf.TensorSpec([None], tf.int32)
@@ -43,7 +41,7 @@ def batch_sums(logits: Any, y: Any, weights: Any = None) -> tuple[Any, Any]:
 class TensorFlowTrainer(Trainer):
     """Model, optimiser slots and data of one run; the step loop is traced once."""
 
-    def __init__(self, config: Config, splits: Splits, jit_compile: bool = True):
+    def __init__(self, config: Config, splits: Splits):
         super().__init__(config, splits)
         self.names = list(config.canonical_shapes())
         device = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -59,7 +57,7 @@ class TensorFlowTrainer(Trainer):
         self.start_epoch(0)
         t0 = time.perf_counter()
         order_spec = tf.TensorSpec([self.layout.order_length], tf.int32)
-        self._train = tf.function(self._train_graph, jit_compile=jit_compile, input_signature=[
+        self._train = tf.function(self._train_graph, jit_compile=True, input_signature=[
             IMAGE_SPEC, LABEL_SPEC, order_spec, tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
         self._eval = tf.function(lambda x, y: batch_sums(self.model(x), y), input_signature=[IMAGE_SPEC, LABEL_SPEC])
         # Traced ahead, so tracing time is reported apart from the first epoch.
@@ -127,8 +125,7 @@ class TensorFlowTrainer(Trainer):
     def _load_framework_state(self, params: dict[str, Any], opt_state: dict[str, Any] | None) -> None:
         self.counter.assign(self.step)
         self._set_canonical(params)
-        if self.optimizer.slots:
-            self.optimizer.load(opt_state)
+        self.optimizer.load(opt_state)  # no slots, nothing read, for plain SGD
 
     def _get_canonical(self) -> dict[str, np.ndarray]:
         return {n: np.asarray(v.numpy(), np.float32) for n, v in zip(self.names, self.params)}

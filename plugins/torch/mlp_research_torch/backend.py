@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import importlib.util
-from typing import TYPE_CHECKING
 
-from mlp_research.backends.base import Backend
+from mlp_research.backends.base import Backend, Trainer
 from mlp_research.config import Config
 from mlp_research.data import Splits
-from mlp_research.optimizers import SUPPORTED
-
-if TYPE_CHECKING:
-    from mlp_research_torch.trainer import TorchTrainer
 
 if importlib.util.find_spec("torch") is None:
     raise ImportError("torch is not installed (pip install 'torch>=2.4,<=2.13.0')")
@@ -25,18 +20,13 @@ if importlib.util.find_spec("torch") is None:
 
 class TorchBackend(Backend):
     name = "torch"
-    # Declared capabilities: the driver refuses anything else with the flag named.
-    optimizers = SUPPORTED  # torch.optim where it computes optax's update, the shared rule elsewhere
-    parallel_modes = ("auto", "none")  # one device
+    # Declared capabilities beyond the base's (every optimiser; one device): the driver refuses anything else.
     matmul_precisions = ("default", "bfloat16")  # torch's own float32, or bfloat16 matmuls through torch.autocast
 
     def version(self) -> str:
         return md.version("torch")
 
-    def check(self, config: Config) -> None:
-        """Nothing beyond the declarations above: every model, activation, init and schedule is supported."""
-
-    def trainer(self, config: Config, splits: Splits) -> "TorchTrainer":
+    def trainer(self, config: Config, splits: Splits) -> Trainer:
         from mlp_research_torch.trainer import TorchTrainer
 
         return TorchTrainer(config, splits)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,15 +33,11 @@ def relu(X: torch.Tensor) -> torch.Tensor:
     return torch.max(X, a)
 
 
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="tanh")  # jax.nn.gelu defaults to the tanh approximation
-
-
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
-    "gelu": _gelu_tanh,
+    "gelu": lambda x: F.gelu(x, approximate="tanh"),  # jax.nn.gelu defaults to the tanh approximation
     "silu": F.silu,
     "leaky_relu": lambda x: F.leaky_relu(x, 0.01),
     "elu": F.elu,
@@ -103,7 +98,6 @@ class MLPScratch(nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        self.spec = spec
         self.num_inputs = spec.num_inputs
         self.act = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
         for name, shape in spec.canonical_shapes().items():
@@ -164,15 +158,3 @@ def canonical_tensors(model: nn.Module, spec: ModelSpec) -> dict[str, torch.Tens
         out[f"W{i + 1}"] = linear.weight.T  # nn.Linear stores (out, in)
         out[f"b{i + 1}"] = linear.bias
     return out
-
-
-def to_canonical(model: nn.Module, spec: ModelSpec) -> dict[str, np.ndarray]:
-    return {name: t.detach().cpu().numpy().astype(np.float32, copy=True)
-            for name, t in canonical_tensors(model, spec).items()}
-
-
-@torch.no_grad()
-def load_canonical(model: nn.Module, spec: ModelSpec, params: dict[str, np.ndarray]) -> None:
-    """Copy canonical parameters (checked by the caller) into the model in place: optimiser references stay valid."""
-    for name, target in canonical_tensors(model, spec).items():
-        target.copy_(torch.from_numpy(np.array(params[name], np.float32)))  # a copy: inputs may be read-only

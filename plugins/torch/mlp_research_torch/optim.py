@@ -55,21 +55,17 @@ class SharedRule(torch.optim.Optimizer):
                 for slot, value in new_slots.items():
                     state[slot].copy_(value)
                 state["count"] += 1
-        return None
 
 
 def make_optimizer(config: Config, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The torch optimiser for `config.optimizer`; weight decay is decoupled for adamw, L2 otherwise."""
-    name, lr, wd, m = config.optimizer, config.lr, config.weight_decay, config.momentum
+    name = config.optimizer
     # The for-each (multi-tensor) kernels: fewer dispatches per step than the per-tensor loop.
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, foreach=True)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=m, weight_decay=wd, foreach=True)
-    if name == "nesterov":
-        return torch.optim.SGD(params, lr=lr, momentum=m, nesterov=True, weight_decay=wd, foreach=True)
-    if name == "adam":  # optax.adam: b1 0.9, b2 0.999, eps 1e-8 outside the root; torch's wd is L2
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd, foreach=True)
-    if name == "adamw":  # p -= lr * (adam + wd * p), as optax.adamw
-        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd, foreach=True)
+    common = dict(lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    if name in ("sgd", "momentum", "nesterov"):
+        momentum = 0.0 if name == "sgd" else config.momentum
+        return torch.optim.SGD(params, momentum=momentum, nesterov=name == "nesterov", **common)
+    if name in ("adam", "adamw"):  # optax.adam: b1 0.9, b2 0.999, eps 1e-8 outside the root; Adam's wd is L2,
+        kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW  # AdamW's p -= lr * (adam + wd * p)
+        return kind(params, betas=(0.9, 0.999), eps=1e-8, **common)
     return SharedRule(params, config)  # rmsprop, adagrad, lamb

@@ -38,14 +38,6 @@ THREADS_ENV = "MLP_RESEARCH_TORCH_THREADS"
 DEVICE_ENV = "MLP_RESEARCH_TORCH_DEVICE"
 
 
-def pick_device() -> torch.device:
-    """cuda when available (or $MLP_RESEARCH_TORCH_DEVICE), else the CPU."""
-    wanted = os.environ.get(DEVICE_ENV, "")
-    if wanted:
-        return torch.device(wanted)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def configure_threads() -> int:
     """Intra-op threads: $MLP_RESEARCH_TORCH_THREADS, else torch's default capped at the CPUs this process may use.
 
@@ -64,18 +56,15 @@ def configure_threads() -> int:
     return torch.get_num_threads()
 
 
-def compile_requested() -> bool:
-    return os.environ.get(COMPILE_ENV, "").lower() in ("1", "true", "yes", "on")
-
-
 class TorchTrainer(Trainer):
     """Model, optimiser state and data of one run, placed once on one device."""
 
-    def __init__(self, config: Config, splits: Splits, device: torch.device | None = None):
+    def __init__(self, config: Config, splits: Splits):
         super().__init__(config, splits)
         t0 = time.perf_counter()
         self.threads = configure_threads()
-        self.device = device or pick_device()
+        # $MLP_RESEARCH_TORCH_DEVICE, else cuda when available, else the CPU.
+        self.device = torch.device(os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu"))
         # Seeded from config.seed without disturbing the caller's global torch RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -92,7 +81,7 @@ class TorchTrainer(Trainer):
         steps = self.layout.steps_per_epoch
         self._losses = torch.zeros(steps, dtype=torch.float32, device=self.device)  # per-step loss sums
         self._correct = torch.zeros(steps, dtype=torch.int64, device=self.device)
-        self.compiled = compile_requested()
+        self.compiled = os.environ.get(COMPILE_ENV, "").lower() in ("1", "true", "yes", "on")
         self.forward = torch.compile(self.model) if self.compiled else self.model
         self.start_epoch(0)
         if self.compiled:
@@ -231,10 +220,13 @@ class TorchTrainer(Trainer):
                     entries[key] = type(current)(np.asarray(value).item())
 
     def _get_canonical(self) -> dict[str, np.ndarray]:
-        return models.to_canonical(self.model, self.spec)
+        return {name: _numpy(t) for name, t in models.canonical_tensors(self.model, self.spec).items()}
 
+    @torch.no_grad()
     def _set_canonical(self, params: dict[str, np.ndarray]) -> None:
-        models.load_canonical(self.model, self.spec, params)
+        """Copy in place (the optimiser's references stay valid); `params` are the base's checked float32 copies."""
+        for name, target in models.canonical_tensors(self.model, self.spec).items():
+            target.copy_(torch.from_numpy(params[name]))
 
 
 def _numpy(value: Any) -> np.ndarray:
