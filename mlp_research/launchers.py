@@ -29,7 +29,6 @@ PORT_ENV = "JAX_COORDINATOR_PORT"  # the port JAX's own detection uses too, when
 ADDRESS_ENV = "JAX_COORDINATOR_ADDRESS"
 # Launchers that pick no port choose one from the job's id in this range, the same on every process.
 PORT_RANGE = (61440, 4096)
-TPU_PORT = 8482  # what JAX's Cloud TPU detection uses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,18 +65,6 @@ class Launch:
 
 
 SINGLE = Launch("none")
-_active = SINGLE
-
-
-def record(launch: Launch) -> None:
-    """Remember the launch this process joined (called by the backend's join)."""
-    global _active
-    _active = launch
-
-
-def active() -> Launch:
-    """The launch this process runs under: `SINGLE` until a multi-process runtime was joined."""
-    return _active
 
 
 def resolve(mode: str, coordinator_address: str | None, num_processes: int | None, process_id: int | None,
@@ -172,7 +159,7 @@ def _openmpi(environ: Mapping[str, str]) -> Launch | None:
             raise ConfigError(f"OMPI_MCA_orte_hnp_uri: cannot read mpirun's address from {uri!r}")
         host = match.group(2)
         host = f"[{host}]" if ":" in host else host
-        address = f"{host}:{_port(environ, 'OMPI_MCA_orte_hnp_uri', int(match.group(1)) >> 16)}"
+        address = f"{host}:{_port(environ, int(match.group(1)) >> 16)}"
     return Launch("openmpi", size, rank, address, local_rank, local_size)
 
 
@@ -200,7 +187,7 @@ def _slurm(environ: Mapping[str, str]) -> Launch | None:
                           f"({local_count} tasks on this node)")
     host = first_host(environ["SLURM_STEP_NODELIST"])
     step = _env_int(environ, "SLURM_STEP_ID", where, required=False) or 0
-    address = f"{host}:{_port(environ, 'SLURM_JOB_ID', job * 16 + step)}"
+    address = f"{host}:{_port(environ, job * 16 + step)}"
     return Launch("slurm", ntasks, procid, address, localid, local_count)
 
 
@@ -264,7 +251,7 @@ def _check_env_index(environ: Mapping[str, str], name: str, index: int, count_na
         raise ConfigError(f"{name}: {index} is outside 0..{count - 1} ({count_name}={environ.get(count_name, count)})")
 
 
-def _port(environ: Mapping[str, str], source: str, seed: int) -> int:
+def _port(environ: Mapping[str, str], seed: int) -> int:
     """$JAX_COORDINATOR_PORT, or a port derived from the job's id: every process computes the same one."""
     value = environ.get(PORT_ENV)
     if value is None:

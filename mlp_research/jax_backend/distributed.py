@@ -73,7 +73,6 @@ def join(launch: Launch, timeouts: Timeouts = Timeouts()) -> Launch:
     """
     _end_with_launcher(launch)
     if not launch.joins:
-        launchers.record(launch)
         return launch
     if _state.launch is not None:
         raise RuntimeError("distributed.join: this process already joined a run")
@@ -109,7 +108,6 @@ def join(launch: Launch, timeouts: Timeouts = Timeouts()) -> Launch:
     joined = dataclasses.replace(launch, num_processes=int(state.num_processes), process_id=int(state.process_id),
                                  coordinator_address=state.coordinator_address)
     _state.launch = joined
-    launchers.record(joined)
     return joined
 
 
@@ -290,15 +288,12 @@ class _StderrFilter:
         self._thread.start()
 
     def _pump(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self._read, 1 << 16)
-            except (BlockingIOError, OSError):
-                return
-            if not chunk:
-                return
-            with self._lock:
-                self._consume(chunk)
+        try:
+            while chunk := os.read(self._read, 1 << 16):
+                with self._lock:
+                    self._consume(chunk)
+        except OSError:  # BlockingIOError included: `take_available` made the pipe non-blocking, the process ends
+            return
 
     def _consume(self, chunk: bytes) -> None:
         *lines, self._partial = (self._partial + chunk).split(b"\n")
@@ -316,12 +311,9 @@ class _StderrFilter:
             return
         try:
             os.set_blocking(self._read, False)  # the thread's next read fails and it ends: the process is ending
-            while True:
-                chunk = os.read(self._read, 1 << 16)
-                if not chunk:
-                    break
+            while chunk := os.read(self._read, 1 << 16):
                 self._consume(chunk)
-        except (BlockingIOError, OSError):
+        except OSError:  # BlockingIOError: the pipe is empty
             pass
         finally:
             self._lock.release()

@@ -35,14 +35,8 @@ from mlp_research.config import Config
 from mlp_research.data import Splits
 from mlp_research.jax_backend import optim
 from mlp_research.jax_backend import step as step_lib
-from mlp_research.jax_backend.models import build_model, from_canonical, to_canonical
-from mlp_research.jax_backend.trainer import (
-    abstract_host_state,
-    compiled_init,
-    device_kind,
-    host_sums,
-    optimizer_state_or_none,
-)
+from mlp_research.jax_backend.models import build_model, to_canonical
+from mlp_research.jax_backend.trainer import initial_state, optimizer_state_or_none
 
 
 def map_members(fn: Callable[..., Any], in_axes: tuple) -> Callable[..., Any]:
@@ -89,7 +83,7 @@ class JaxGroupTrainer:
         self.train_data = jax.device_put((splits.train.compact_images, splits.train.labels), self.device)
         self.eval_batch = max(min(base.eval_batch_size, len(splits.eval)), 1)
         self.eval_data = self._put_eval(splits.eval.compact_images, splits.eval.labels)
-        self.state = jax.device_put(_stack([self._initial_state(c) for c in self.configs]), self.device)
+        self.state = jax.device_put(_stack([initial_state(c, self._member_tx(c)) for c in self.configs]), self.device)
         self.step = 0  # every member's step counter: members train the same steps
         self.start_epoch(0)
         over_members = jax.vmap if base.vmap_batched else map_members
@@ -102,21 +96,14 @@ class JaxGroupTrainer:
         self.compile_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------- set-up
-    def _initial_state(self, config: Config) -> step_lib.TrainState:
-        params = compiled_init(config.spec)(jax.random.PRNGKey(config.seed))
-        return step_lib.TrainState(jnp.zeros((), jnp.int32), params, self._member_tx(config).init(params))
-
     def _member_tx(self, config: Config):
         return optim.injected_optimizer(config, self.layout.steps_per_epoch)
 
     def _put_eval(self, images: np.ndarray, labels: np.ndarray) -> tuple:
         return jax.device_put(batching.pad_eval(images, labels, self.eval_batch), self.device)
 
-    def _orders(self, epoch: int) -> np.ndarray:
-        return np.stack([batching.epoch_order(c.seed, epoch, self.layout, c.data_order) for c in self.configs])
-
     def describe(self) -> dict[str, Any]:
-        return {"parallel": "none", "num_devices": 1, "device": device_kind(self.device),
+        return {"parallel": "none", "num_devices": 1, "device": self.device.device_kind,
                 "platform": self.device.platform, "members": self.members,
                 "vmap": "batched" if self.configs[0].vmap_batched else "sequential"}
 
@@ -125,7 +112,7 @@ class JaxGroupTrainer:
 
     # ----------------------------------------------------------- training
     def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
-        orders = self._orders(epoch)
+        orders = np.stack([batching.epoch_order(c.seed, epoch, self.layout, c.data_order) for c in self.configs])
         self.order = jax.device_put(orders, self.device)
         # Each member's sums, kept as a single run of its config keeps them (`EpochSums`); its values are
         # its row of the group's per-step outputs.
@@ -151,7 +138,7 @@ class JaxGroupTrainer:
 
     def _split(self, sums: Sums) -> list[Sums]:
         host = jax.device_get(sums)
-        return [host_sums(_member(host, k)) for k in range(self.members)]
+        return [_member(host, k).to_host() for k in range(self.members)]
 
     # -------------------------------------------------------------- state
     def state_dicts(self) -> list[dict[str, Any]]:
@@ -168,7 +155,7 @@ class JaxGroupTrainer:
         return states
 
     def abstract_state_dict(self) -> dict[str, Any]:
-        return abstract_host_state(self.configs[0])
+        return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), self.state_dicts()[0])
 
     def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
         wrapped = []
@@ -183,12 +170,6 @@ class JaxGroupTrainer:
     def get_params(self) -> list[dict[str, np.ndarray]]:
         params = jax.device_get(self.state.params)
         return [to_canonical(c.spec, _member(params, k)) for k, c in enumerate(self.configs)]
-
-    def set_params(self, params: Sequence[dict[str, np.ndarray]]) -> None:
-        states = self.state_dicts()
-        for state, config, canonical in zip(states, self.configs, params):
-            state["params"] = jax.tree.map(np.asarray, from_canonical(config.spec, canonical))
-        self.load_state_dicts(states)
 
 
 def _member_rows(k: int, values: list[Any]) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ types, layouts, contracting dimensions and whether a library fusion runs it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) \((.*)\) -> .* \{$")
@@ -44,11 +45,9 @@ class Dot:
 
     @property
     def m_k_n(self) -> tuple[int, int, int]:
-        k = 1
-        for axis in self.lhs_contracting:
-            k *= self.lhs.shape[axis]
-        m = max(1, _size(self.lhs.shape) // k)
-        n = max(1, _size(self.rhs.shape) // k)
+        k = math.prod(self.lhs.shape[axis] for axis in self.lhs_contracting)
+        m = max(1, math.prod(self.lhs.shape) // k)
+        n = max(1, math.prod(self.rhs.shape) // k)
         return m, k, n
 
     @property
@@ -61,13 +60,6 @@ class Dot:
         m, k, n = self.m_k_n
         return (f"{self.lhs.dtype}[{m}x{k}] @ {self.rhs.dtype}[{k}x{n}] -> {self.out.dtype}, contracting "
                 f"{self.lhs_contracting}/{self.rhs_contracting}, {self.library or 'no library'}")
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _dims(text: str) -> tuple[int, ...]:

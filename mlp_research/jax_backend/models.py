@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.layout import Layout, with_layout_constraint
 
+from mlp_research.backends.base import check_canonical
 from mlp_research.data import PIXEL_VALUES
 from mlp_research.spec import ModelSpec
 
@@ -166,13 +167,6 @@ def _float32_matmul_bwd(precision: jax.lax.Precision | None, saved: tuple[Array,
 _float32_matmul.defvjp(_float32_matmul_fwd, _float32_matmul_bwd)
 
 
-def _float32_dot_general(lhs: Array, rhs: Array, dimension_numbers, precision=None, preferred_element_type=None):
-    """`lax.dot_general`, with `weight_gradient` as the backward pass of a 2-D `x @ w`."""
-    if preferred_element_type is not None or not _is_matmul(lhs, rhs, dimension_numbers):
-        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
-    return _float32_matmul(lhs, rhs, precision)
-
-
 def make_dot_general(precision: str = "default") -> DotGeneral:
     """The matmul of `--matmul_precision`. Parameters, gradients and optimiser state stay float32."""
     if precision == "bfloat16":
@@ -181,9 +175,12 @@ def make_dot_general(precision: str = "default") -> DotGeneral:
                      "tensorfloat32": jax.lax.Precision.HIGH}[precision]
 
     def dot_general(lhs: Array, rhs: Array, dimension_numbers, precision=None, preferred_element_type=None) -> Array:
+        """`lax.dot_general`, with `weight_gradient` as the backward pass of a 2-D `x @ w`."""
         # nn.Dense passes its own `precision` (None unless set): the run's applies then.
-        chosen = run_precision if precision is None else precision
-        return _float32_dot_general(lhs, rhs, dimension_numbers, chosen, preferred_element_type)
+        precision = run_precision if precision is None else precision
+        if preferred_element_type is not None or not _is_matmul(lhs, rhs, dimension_numbers):
+            return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+        return _float32_matmul(lhs, rhs, precision)
 
     return dot_general
 
@@ -210,10 +207,6 @@ def model_inputs(x: Array, precision: str = "default") -> Array:
     return jnp.asarray(PIXEL_VALUES)[x]
 
 
-def _matmul(dot_general: DotGeneral, x: Array, w: Array) -> Array:
-    return dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
-
-
 class MLPScratch(nn.Module):
     """From-scratch MLP: explicit W1, b1, W2, b2, ... parameters."""
 
@@ -226,11 +219,12 @@ class MLPScratch(nn.Module):
         act = relu if spec.activation == "relu" else ACTIVATIONS[spec.activation]
         w_init = kernel_init(spec)
         dot_general = make_dot_general(self.precision)
+        shapes = spec.canonical_shapes()
         x = model_inputs(x, self.precision).reshape((-1, spec.num_inputs))
-        for i, (name, shape) in enumerate(_weight_shapes(spec)):
-            w = self.param(name, w_init, shape)
-            b = self.param(f"b{name[1:]}", nn.initializers.zeros_init(), (shape[1],))
-            x = _matmul(dot_general, x, w) + b
+        for i in range(spec.num_layers):
+            w = self.param(f"W{i + 1}", w_init, shapes[f"W{i + 1}"])
+            b = self.param(f"b{i + 1}", nn.initializers.zeros_init(), shapes[f"b{i + 1}"])
+            x = dot_general(x, w, (((1,), (0,)), ((), ()))) + b
             if i < spec.num_layers - 1:
                 x = act(x)
         return x
@@ -255,10 +249,6 @@ class MLP(nn.Module):
         return nn.Dense(spec.num_outputs, **extra)(x)
 
 
-def _weight_shapes(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
-    return [(name, shape) for name, shape in spec.canonical_shapes().items() if name.startswith("W")]
-
-
 def build_model(spec: ModelSpec, precision: str = "default") -> nn.Module:
     """The Flax module for a spec, its matmuls at `precision` (see `make_dot_general`)."""
     return (MLPScratch if spec.model == "mlp_scratch" else MLP)(spec, precision)
@@ -280,12 +270,8 @@ def to_canonical(spec: ModelSpec, params: Mapping) -> dict[str, np.ndarray]:
 
 
 def from_canonical(spec: ModelSpec, canonical: Mapping[str, np.ndarray]) -> dict:
-    """The inverse of `to_canonical`; shapes are checked against the spec."""
-    for name, shape in spec.canonical_shapes().items():
-        if name not in canonical:
-            raise ValueError(f"canonical parameters lack {name}")
-        if tuple(canonical[name].shape) != shape:
-            raise ValueError(f"canonical {name} has shape {tuple(canonical[name].shape)}, spec needs {shape}")
+    """The inverse of `to_canonical`; checked against the spec first (`check_canonical`: names, shapes, floats)."""
+    canonical = check_canonical(spec, canonical)
     if spec.model == "mlp_scratch":
         return {name: jnp.asarray(canonical[name], jnp.float32) for name in spec.canonical_shapes()}
     return {

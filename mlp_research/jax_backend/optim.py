@@ -15,9 +15,6 @@ import optax
 from mlp_research import schedules
 from mlp_research.config import Config
 
-# Hyperparameters a vmapped group holds per member in the optimiser state (see `injected_optimizer`).
-INJECTED = ("learning_rate", "momentum")
-
 
 def learning_rate(config: Config, steps_per_epoch: int, peak: Any = None) -> Any:
     """The rate optax gets: `peak` (default `config.lr`) itself, or `count -> peak * factor(count)`.

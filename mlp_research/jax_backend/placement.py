@@ -74,9 +74,6 @@ class Placement:
         """`evaluate(params, images, labels, weights) -> Sums`, jitted for this placement."""
         return jax.jit(step_lib.make_evaluate(apply_fn))
 
-    def eval_batch_multiple(self) -> int:
-        return 1
-
 
 class PmapPlacement(Placement):
     """`jax.pmap` over the local devices, with a leading device axis."""
@@ -87,13 +84,14 @@ class PmapPlacement(Placement):
         super().__init__(devices)
         self._sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
 
-    def put_replicated(self, tree: Any) -> Any:
-        def put(x):
-            x = np.asarray(x)
-            shards = [jax.device_put(x[None], d) for d in self.devices]
-            return jax.make_array_from_single_device_arrays((len(self.devices), *x.shape), self._sharding, shards)
+    def _per_device(self, a: np.ndarray) -> jax.Array:
+        """Entry i of `a`'s leading (device) axis on device i."""
+        shards = [jax.device_put(a[i : i + 1], d) for i, d in enumerate(self.devices)]
+        return jax.make_array_from_single_device_arrays(a.shape, self._sharding, shards)
 
-        return jax.tree.map(put, tree)
+    def put_replicated(self, tree: Any) -> Any:
+        n = self.num_devices
+        return jax.tree.map(lambda x: self._per_device(np.broadcast_to(x, (n, *np.shape(x)))), tree)
 
     def to_host(self, tree: Any) -> Any:
         return jax.tree.map(lambda x: np.asarray(jax.device_get(x.addressable_shards[0].data))[0], tree)
@@ -110,11 +108,7 @@ class PmapPlacement(Placement):
             a = np.asarray(a)
             return np.moveaxis(a.reshape(a.shape[0], n, a.shape[1] // n, *a.shape[2:]), 1, 0)
 
-        def put(a):
-            shards = [jax.device_put(a[i : i + 1], d) for i, d in enumerate(self.devices)]
-            return jax.make_array_from_single_device_arrays(a.shape, self._sharding, shards)
-
-        return tuple(put(split(a)) for a in (images, labels, weights))
+        return tuple(self._per_device(split(a)) for a in (images, labels, weights))
 
     def train_fn(self, apply_fn, tx, layout):
         fn = step_lib.make_train_chunk(apply_fn, tx, layout, axis_name=AXIS, num_shards=self.num_devices)
@@ -123,9 +117,6 @@ class PmapPlacement(Placement):
 
     def eval_fn(self, apply_fn):
         return jax.pmap(step_lib.make_evaluate(apply_fn, axis_name=AXIS), axis_name=AXIS, devices=self.devices)
-
-    def eval_batch_multiple(self) -> int:
-        return self.num_devices
 
 
 class ShardedPlacement(Placement):
@@ -160,9 +151,6 @@ class ShardedPlacement(Placement):
     def eval_fn(self, apply_fn):
         fn = step_lib.make_evaluate(apply_fn, constrain_batch=self._constrain)
         return jax.jit(fn, out_shardings=self._replicated)
-
-    def eval_batch_multiple(self) -> int:
-        return self.num_devices
 
 
 def _global_array(value: Any, sharding: NamedSharding) -> jax.Array:

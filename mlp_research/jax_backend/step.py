@@ -44,12 +44,6 @@ class TrainState:
 jax.tree_util.register_dataclass(Sums, data_fields=[f.name for f in dataclasses.fields(Sums)], meta_fields=[])
 
 
-def zero_sums() -> Sums:
-    """Sums of nothing, as device values (first_nonfinite_step -1: no bad batch yet)."""
-    return Sums(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
-                jnp.full((), -1, jnp.int32))
-
-
 def weighted_loss(apply_fn: ApplyFn, params: Any, x: Array, y: Array, w: Array) -> tuple[Array, Array]:
     """Sum over the batch of per-example cross-entropy times weight, and the logits."""
     logits = apply_fn({"params": params}, x)
@@ -127,15 +121,10 @@ def make_evaluate(
                 x, y, w = constrain_batch(x), constrain_batch(y), constrain_batch(w)
             loss_sum, logits = weighted_loss(apply_fn, params, x, y, w)
             correct = jnp.sum((jnp.argmax(logits, -1) == y) * w.astype(jnp.int32))
-            return Sums(
-                sums.loss_sum + loss_sum,
-                sums.correct + correct,
-                sums.count + jnp.sum(w).astype(jnp.int32),
-                sums.first_nonfinite_step,
-            ), None
+            return jax.tree.map(jnp.add, sums, (loss_sum, correct, jnp.sum(w).astype(jnp.int32))), None
 
-        sums, _ = jax.lax.scan(body, zero_sums(), (images, labels, weights))
-        loss_sum, correct, count = _psum((sums.loss_sum, sums.correct, sums.count), axis_name)
-        return Sums(loss_sum, correct, count, sums.first_nonfinite_step)
+        zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        sums, _ = jax.lax.scan(body, zeros, (images, labels, weights))
+        return Sums(*_psum(sums, axis_name), jnp.full((), -1, jnp.int32))  # evaluation has no bad step
 
     return evaluate

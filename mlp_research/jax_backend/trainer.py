@@ -41,38 +41,14 @@ def compiled_init(spec: ModelSpec):
     return init.lower(jax.random.PRNGKey(0)).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
-def initial_state(config: Config, steps_per_epoch: int) -> step_lib.TrainState:
+def initial_state(config: Config, tx: Any) -> step_lib.TrainState:
     params = compiled_init(config.spec)(jax.random.PRNGKey(config.seed))
-    return step_lib.TrainState(jnp.zeros((), jnp.int32), params, make_optimizer(config, steps_per_epoch).init(params))
+    return step_lib.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
 
 def optimizer_state_or_none(opt_state: Any) -> Any:
     """The optax state, or None for one without arrays (plain SGD): a checkpoint holds no empty sub-tree."""
     return opt_state if jax.tree.leaves(opt_state) else None
-
-
-def abstract_host_state(config: Config) -> dict[str, Any]:
-    """Zeros shaped like a run's `state_dict()`, on the host: the restore target of a group member's checkpoint."""
-    model, tx = build_model(config.spec), make_optimizer(config, 1)
-
-    def init(key: jax.Array) -> tuple[Any, Any]:
-        params = model.init(key, jnp.zeros((1, 28, 28), jnp.float32))["params"]
-        return params, tx.init(params)
-
-    params, opt_state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(init, jax.random.PRNGKey(0)))
-    state = {"step": np.zeros((), np.int32), "params": params}
-    if optimizer_state_or_none(opt_state) is not None:
-        state["opt_state"] = opt_state
-    return state
-
-
-def device_kind(device: Any) -> str:
-    return device.device_kind
-
-
-def host_sums(sums: Sums) -> Sums:
-    """Device sums (already fetched to the host) as Python numbers."""
-    return Sums(float(sums.loss_sum), int(sums.correct), int(sums.count), int(sums.first_nonfinite_step))
 
 
 _PROGRAMS: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
@@ -93,17 +69,10 @@ def _signature(arrays: tuple) -> tuple:
 
 def _cached(key: tuple, build: Any) -> Any:
     """A compiled program from the process's small LRU cache, built on a miss."""
-    if key in _PROGRAMS:
-        _PROGRAMS.move_to_end(key)
-        return _PROGRAMS[key]
-    program = _PROGRAMS[key] = build()
+    program = _PROGRAMS[key] = _PROGRAMS.pop(key, None) or build()  # now the most recently used
     if len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return program
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 class JaxTrainer(Trainer):
@@ -115,12 +84,12 @@ class JaxTrainer(Trainer):
         self.model = build_model(self.spec, config.matmul_precision)
         self.tx = make_optimizer(config, self.layout.steps_per_epoch)
         self.train_data = placement.put_replicated((splits.train.compact_images, splits.train.labels))
-        eval_batch = _round_up(min(config.eval_batch_size, len(splits.eval)), placement.eval_batch_multiple())
-        self.eval_batch = eval_batch
+        n = placement.num_devices  # an eval batch splits evenly over the devices
+        self.eval_batch = -(-min(config.eval_batch_size, len(splits.eval)) // n) * n
         eval_x, eval_y = splits.eval.compact_images, splits.eval.labels
-        self.eval_data = placement.put_eval(*batching.pad_eval(eval_x, eval_y, eval_batch))
+        self.eval_data = placement.put_eval(*batching.pad_eval(eval_x, eval_y, self.eval_batch))
         t0 = time.perf_counter()
-        self.state = placement.put_replicated(initial_state(config, self.layout.steps_per_epoch))
+        self.state = placement.put_replicated(initial_state(config, self.tx))
         self._next_order: tuple[int, Any] | None = None
         self.start_epoch(0)
         self._train_chunk: Any = None  # compiled by `compile()` (the driver calls it) or on first use
@@ -147,7 +116,7 @@ class JaxTrainer(Trainer):
     def describe(self) -> dict[str, Any]:
         devices = self.placement.devices
         return {"parallel": self.placement.mode, "num_devices": self.placement.num_devices,
-                "device": device_kind(devices[0]), "platform": devices[0].platform}
+                "device": devices[0].device_kind, "platform": devices[0].platform}
 
     # ----------------------------------------------------------- training
     def _start_epoch(self, epoch: int, order: np.ndarray) -> None:
@@ -177,11 +146,11 @@ class JaxTrainer(Trainer):
         """The whole split in one compiled scan over resident, padded batches (faster than batch by batch)."""
         if self._eval is None:
             self.compile()
-        return host_sums(self.placement.to_host(self._eval(self.state.params, *self.eval_data)))
+        return self.placement.to_host(self._eval(self.state.params, *self.eval_data)).to_host()
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> Sums:
         data = self.placement.put_eval(*batching.pad_eval(images, labels, self.eval_batch))
-        return host_sums(self.placement.to_host(self._eval_any(self.state.params, *data)))
+        return self.placement.to_host(self._eval_any(self.state.params, *data)).to_host()
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits of a batch with the current parameters (the backend kit's parity checks)."""
