@@ -98,23 +98,6 @@ def test_unknown_status_is_refused(tmp_path):
     writer.close()
 
 
-def test_experiment_names_metrics_and_value_ranges(tmp_path):
-    writer = tb.ScalarWriter(str(tmp_path))
-    writer.experiment({"lr": [0.1, 0.05, 0.2], "model": ["mlp", "mlp"], "test_at_end": [True, False],
-                       "mixed": [1, "a"]}, metrics=["val_acc", "train_loss"])
-    writer.close()
-    experiment = plugin_data(accumulate(tmp_path), "_hparams_/experiment").experiment
-    assert [m.name.tag for m in experiment.metric_infos] == ["val_acc", "train_loss"]
-    assert all(m.name.group == "" for m in experiment.metric_infos)
-    infos = {info.name: info for info in experiment.hparam_infos}
-    assert infos["lr"].type == api_pb2.DATA_TYPE_FLOAT64 and infos["lr"].differs
-    assert (infos["lr"].domain_interval.min_value, infos["lr"].domain_interval.max_value) == (0.05, 0.2)
-    assert infos["model"].type == api_pb2.DATA_TYPE_STRING and not infos["model"].differs
-    assert [v.string_value for v in infos["model"].domain_discrete.values] == ["mlp"]
-    assert infos["test_at_end"].type == api_pb2.DATA_TYPE_BOOL and infos["test_at_end"].differs
-    assert [v.string_value for v in infos["mixed"].domain_discrete.values] == ["1", "a"]
-
-
 def test_records_pass_the_readers_crc_checks(tmp_path):
     """The reader stops at the first record whose CRC fails, so every record read back means every CRC passed."""
     path = write_run(tmp_path)

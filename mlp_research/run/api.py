@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mlp_research.backends import registry
+from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import Backend
 from mlp_research.config import Config
 from mlp_research.files import read_json_object
@@ -95,15 +96,13 @@ def _result(config: Config, workdir: str, summary: dict[str, Any]) -> Result:
     return Result(config, workdir, summary, tuple(rows), params)
 
 
-def _backend_for(config: Config, backend: Backend | None, launch: Launch | None) -> tuple[Backend, Launch | None]:
+def _backend_for(config: Config, backend: Backend | None, launch: Launch | None) -> tuple[Backend, dict | None]:
     """The run's backend, loaded and prepared once; the launch completed by the runtime it joins (if any)."""
-    if backend is None:
-        backend = registry.prepared(config)
-    else:
-        backend.prepare(config)
+    backend = as_backend(backend) if backend is not None else registry.load(config.backend)
+    backend.prepare(config)
     if launch is not None and launch.joins:
         launch = backend.join_processes(launch)
-    return backend, launch
+    return backend, launch.to_dict() if launch is not None else None
 
 
 def train_and_evaluate(config: Config, workdir: str, *, restart: bool = False, backend: Backend | None = None,
@@ -117,7 +116,7 @@ def train_and_evaluate(config: Config, workdir: str, *, restart: bool = False, b
     backend, launch = _backend_for(config, backend, launch)
     with backend.guard():
         summary = driver.train_and_evaluate(config, workdir, restart=restart, backend=backend, on_epoch=on_epoch,
-                                            launch=launch.to_dict() if launch is not None else None)
+                                            launch=launch)
     return _result(config, workdir, summary)
 
 
@@ -133,7 +132,6 @@ def train_group(config: Config, workdir: str, vmap: dict[str, Sequence[Any]], *,
     group = members_lib.expand(config, axes, workdir)
     backend, launch = _backend_for(config, backend, launch)
     with backend.guard():
-        summaries = driver.train_group(group, restart=restart, backend=backend, on_epoch=on_epoch,
-                                       launch=launch.to_dict() if launch is not None else None)
+        summaries = driver.train_group(group, restart=restart, backend=backend, on_epoch=on_epoch, launch=launch)
     results = {m.name: _result(m.config, m.workdir, s) for m, s in zip(group.members, summaries)}
     return GroupResult(workdir, results, read_json_object(os.path.join(workdir, SUMMARY_FILE)) or {})

@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from mlp_research.config import LEGACY_VALUES, Config
+from mlp_research.backends.base import check_canonical
+from mlp_research.config import LEGACY_NAMES, LEGACY_VALUES, Config
 from mlp_research.errors import CheckpointError, CheckpointMismatchError, ConfigError, warn
 from mlp_research.files import atomic_path, storage_error
 from mlp_research.run import checksums
@@ -88,7 +89,7 @@ def config_differences(old: dict, new: dict, ignore: frozenset[str] = CHANGEABLE
     diffs = []
     # A checkpoint written before a field existed computed with that field's default (or its legacy value).
     defaults = Config().as_dict()
-    old = {("steps_per_chunk" if k == "steps_per_call" else k): v for k, v in old.items()}
+    old = {LEGACY_NAMES.get(k, k): v for k, v in old.items()}
     for name in sorted(set(old) | set(new)):
         if name in ignore:
             continue
@@ -213,8 +214,8 @@ class Checkpoints:
             raise ValueError("the stored state's arrays are not this run's")
         return {"state": state, "canonical": restored["canonical"]}
 
-    def restore_canonical(self, step: int, spec: ModelSpec) -> dict[str, np.ndarray]:
-        """The canonical parameters of checkpoint `step`, whichever backend wrote it, verified."""
+    def restore_canonical(self, step: int, spec: ModelSpec) -> tuple[dict, dict[str, np.ndarray]]:
+        """(meta, the canonical parameters) of checkpoint `step`, whichever backend wrote it, verified."""
         args = self._ocp.args
         try:
             meta = self.read_meta(step)
@@ -223,7 +224,7 @@ class Checkpoints:
             self._verify(step, meta, restored)
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{self.path(step)}: cannot read its parameters ({reason(e)})") from None
-        return {name: np.asarray(value) for name, value in restored["canonical"].items()}
+        return meta, {name: np.asarray(value) for name, value in restored["canonical"].items()}
 
     def _verify(self, step: int, meta: dict, restored: dict) -> None:
         """Every restored item against the checksums in `meta` (a checkpoint older than them: a warning)."""
@@ -362,10 +363,7 @@ def export_npz(path: str, spec: ModelSpec, canonical: dict[str, np.ndarray]) -> 
     Layout: `W{i}` float32 shaped (fan_in, fan_out) and `b{i}` float32 (fan_out,), i = 1 for the
     first layer; a layer computes `x @ W + b`. Load with `np.load(path, allow_pickle=False)`.
     """
-    for name, shape in spec.canonical_shapes().items():
-        if canonical[name].shape != shape:
-            raise ValueError(f"{name} has shape {canonical[name].shape}, expected {shape}")
-    payload = {name: np.asarray(canonical[name], np.float32) for name in spec.canonical_shapes()}
+    payload = check_canonical(spec, canonical)
     payload["spec_json"] = np.array(json.dumps(dataclasses.asdict(spec)))
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **payload)

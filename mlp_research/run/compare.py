@@ -18,17 +18,15 @@ import os
 import statistics
 from typing import Any, Sequence
 
+from mlp_research.config import Config
 from mlp_research.errors import warn
-from mlp_research.files import error_reason, read_json_object
+from mlp_research.files import atomic_path, atomic_write, read_json_object, storage_error
 from mlp_research.run.members import GROUP_FILE
-from mlp_research.run.metrics import METRICS_FILE, SUMMARY_FILE, MetricsRow
+from mlp_research.run.metrics import METRICS_FILE, SUMMARY_FILE, MetricsRow, read_rows
+from mlp_research.run.plots import pyplot
+from mlp_research.run.workdir import CHECKPOINT_DIR
 
-CHECKPOINT_DIR = "checkpoints"
 TRIAL_FILE = "trial.json"
-_ROW_FIELDS = {f.name for f in dataclasses.fields(MetricsRow)}
-# Fields a row must have; later additions have defaults, so rows older releases wrote still count.
-_REQUIRED_ROW_FIELDS = {f.name for f in dataclasses.fields(MetricsRow)
-                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
 
 
 @dataclasses.dataclass
@@ -78,40 +76,6 @@ class Run:
 
 
 # ------------------------------------------------------------------ reading
-def read_metrics(path: str) -> list[MetricsRow]:
-    """Rows of a metrics.jsonl; a bad line is skipped with a warning (an unfinished last line silently)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return []
-    except OSError as e:
-        warn(f"{path}: cannot read it ({error_reason(e)}); ignoring it")
-        return []
-    rows, lines = [], text.split("\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(_row(json.loads(line)))
-        except ValueError as e:
-            if number < len(lines):  # the last piece has no newline yet: a row being written
-                warn(f"{path} line {number}: not a metrics row ({error_reason(e)}); line skipped")
-    return rows
-
-
-def _row(values: Any) -> MetricsRow:
-    if not isinstance(values, dict):
-        raise ValueError("not a JSON object")
-    missing = sorted(_REQUIRED_ROW_FIELDS - set(values))
-    if missing:
-        raise ValueError(f"no {', '.join(missing)}")
-    if not all(isinstance(values[k], (int, float)) and not isinstance(values[k], bool)
-               for k in _ROW_FIELDS & set(values)):
-        raise ValueError("a value is not a number")
-    return MetricsRow.from_dict(values)
-
-
 def checkpoint_config(path: str) -> dict | None:
     """The flat config in the newest complete checkpoint's `meta` item (an unfinished save has no numeric name)."""
     directory = os.path.join(path, CHECKPOINT_DIR)
@@ -131,7 +95,7 @@ def checkpoint_config(path: str) -> dict | None:
 def load_run(path: str, name: str, group_member: dict | None = None) -> Run:
     """Read a run directory. `group_member`: its entries in the group's group.json and summary.json."""
     member = group_member or {}
-    rows = read_metrics(os.path.join(path, METRICS_FILE))
+    rows = read_rows(path)
     stored = read_json_object(os.path.join(path, SUMMARY_FILE)) or member.get("summary")
     summary = stored if stored is not None and _summary_is_final(stored, rows) else None
     # (a summary older than the rows: resumed past it, still training)
@@ -229,8 +193,6 @@ def display_path(path: str) -> str:
 # ------------------------------------------------------------------ differences
 @functools.lru_cache(maxsize=1)
 def _defaults() -> dict[str, Any]:
-    from mlp_research.config import Config
-
     return Config().as_dict()
 
 
@@ -309,8 +271,6 @@ def equal_line(runs: Sequence[Run], width: int = 24) -> str:
 
 def write_outputs(runs: Sequence[Run], out_dir: str) -> list[str]:
     """DIR/compare.md (the table and the equal fields) and DIR/compare.png; returns the paths written."""
-    from mlp_research.files import atomic_write, storage_error
-
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -348,15 +308,10 @@ def plot(runs: Sequence[Run], fields: Sequence[str], path: str) -> bool:
     Returns False, writing nothing, where matplotlib is not installed.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         warn(f"matplotlib is not installed; {path} not written")
         return False
-    from mlp_research.files import atomic_path
-
     drawn = [(i, run, name) for i, (run, name) in enumerate(zip(runs, labels(runs, fields))) if run.rows]
     texts = [name for _, _, name in drawn]
     width, height = figure_pixels(texts)
@@ -370,7 +325,7 @@ def plot(runs: Sequence[Run], fields: Sequence[str], path: str) -> bool:
         axes[1].plot(epochs, [r.train_loss for r in run.rows], **style)
     for ax, metric in zip(axes, ("val_acc", "train_loss")):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
     if drawn:

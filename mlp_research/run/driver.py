@@ -20,6 +20,7 @@ import shutil
 import time
 from typing import Any, Sequence
 
+from mlp_research import launchers
 from mlp_research.backends import registry
 from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import Backend, GroupTrainer, check_config
@@ -69,11 +70,14 @@ def _train(config: Config, workdir: str, group: Group | None, restart: bool, bac
     """A failed allocation, wherever it happens, becomes one line naming the flags that size the run."""
     try:
         return _run(config, workdir, group, restart, backend, on_epoch, launch)
-    except BaseException as e:
-        error = out_of_memory(e, config)
-        if error is None:
+    except BaseException as e:  # numpy's MemoryError, XLA's RESOURCE_EXHAUSTED, a framework's own
+        if isinstance(e, UserError) or not (isinstance(e, MemoryError) or _OOM.search(f"{type(e).__name__}: {e}")):
             raise
-        raise error from None
+        what = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)[:160]
+        raise OutOfMemoryError(
+            f"--num_hiddens: the model ({config.num_params():,} parameters) with --batch_size="
+            f"{config.batch_size} does not fit in this machine's memory ({what}); use smaller --num_hiddens or "
+            "--batch_size") from None
 
 
 def _run(config: Config, workdir: str, group: Group | None, restart: bool, backend: Backend | None,
@@ -90,7 +94,12 @@ def _run(config: Config, workdir: str, group: Group | None, restart: bool, backe
         _stop_point(stop, "start-up", alone)
         made.found = _open_workdirs(stack, outputs, workdir, group, restart, primary)
         stack.push(made.undo_on_failure)  # runs before the locks are released
-        splits, data_seconds, trainer = _load_and_build(backend, config, group, stop, alone)
+        t0 = time.perf_counter()
+        splits = load_splits(config)
+        data_seconds = time.perf_counter() - t0
+        _stop_point(stop, "loading the data", alone)
+        trainer = _build_trainer(backend, config, group.members if group is not None else None, splits)
+        _stop_point(stop, "compiling", alone)
         made.runs = _member_runs(stack, backend, config, outputs, group, restart, primary)
         loop = RunLoop(config, made.runs, trainer, backend, stop, primary, on_epoch)
         resumed = _resume(loop, splits)
@@ -135,30 +144,6 @@ class _Made:
                 added = os.path.join(path, entry)
                 shutil.rmtree(added, ignore_errors=True) if os.path.isdir(added) else os.remove(added)
         return False  # the failure goes on
-
-
-def out_of_memory(error: BaseException, config: Config) -> OutOfMemoryError | None:
-    """A failed allocation (numpy's MemoryError, XLA's RESOURCE_EXHAUSTED, a framework's own) as one line."""
-    if isinstance(error, UserError) or not (isinstance(error, MemoryError) or _OOM.search(
-            f"{type(error).__name__}: {error}")):
-        return None
-    what = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)[:160]
-    return OutOfMemoryError(
-        f"--num_hiddens: the model ({config.num_params():,} parameters) with --batch_size="
-        f"{config.batch_size} does not fit in this machine's memory ({what}); use smaller --num_hiddens or "
-        "--batch_size")
-
-
-def _load_and_build(backend: Backend, config: Config, group: Group | None, stop: signals.StopRequest,
-                    alone: bool) -> tuple[Splits, float, GroupTrainer]:
-    """The data and the trainer."""
-    t0 = time.perf_counter()
-    splits = load_splits(config)
-    data_seconds = time.perf_counter() - t0
-    _stop_point(stop, "loading the data", alone)
-    trainer = _build_trainer(backend, config, group.members if group is not None else None, splits)
-    _stop_point(stop, "compiling", alone)
-    return splits, data_seconds, trainer
 
 
 def _member_runs(stack: contextlib.ExitStack, backend: Backend, config: Config, outputs: Sequence[Member],
@@ -254,8 +239,7 @@ def _open_workdirs(stack: contextlib.ExitStack, outputs: Sequence[Member], workd
     dirs = ([workdir] if group is not None else []) + [m.workdir for m in outputs]
     for path in dirs:
         workdir_lib.check_workdir(path)
-        if os.path.isdir(path):
-            workdir_lib.refuse_damage(path, restart)
+        workdir_lib.refuse_damage(path, restart)
     if not restart:  # refuse a mismatched resume before anything in the workdir changes
         members_lib.check_group_resume(workdir, group)
         for m in outputs:
@@ -266,14 +250,8 @@ def _open_workdirs(stack: contextlib.ExitStack, outputs: Sequence[Member], workd
     found = {path: set(os.listdir(path)) if os.path.isdir(path) else None for path in dirs}
     for path in dirs:
         workdir_lib.prepare_workdir(path)
-        stack.enter_context(workdir_lib.WorkdirLock(path, _launch_hint))
+        stack.enter_context(workdir_lib.WorkdirLock(path, launchers.launch_hint))
     return found
-
-
-def _launch_hint() -> str | None:
-    from mlp_research import launchers
-
-    return launchers.launch_hint(os.environ)
 
 
 def _build_trainer(backend: Backend, config: Config, members: Sequence[Member] | None, splits: Splits

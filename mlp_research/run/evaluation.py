@@ -45,17 +45,11 @@ def check_export_path(path: str | None) -> None:
     os.remove(probe)
 
 
-def _parse_choice(choice: str) -> str | int:
-    if choice in ("latest", "best"):
-        return choice
-    if choice.isdigit():
-        return int(choice)
-    raise ConfigError(f"--checkpoint: expected latest, best or a step number, got {choice!r}")
-
-
 def choose(workdir: str, choice: str = "latest") -> tuple[checkpoint_lib.Checkpoints, int, dict]:
     """(checkpoints, step, meta) of the checkpoint `choice` names: latest (readable), best or a step."""
-    want = _parse_choice(choice)
+    if choice not in ("latest", "best") and not choice.isdigit():
+        raise ConfigError(f"--checkpoint: expected latest, best or a step number, got {choice!r}")
+    want = int(choice) if choice.isdigit() else choice
     if not os.path.isdir(workdir):
         raise ConfigError(f"--workdir: {workdir} is not a directory")
     group = members_lib.read_group(workdir)
@@ -95,8 +89,7 @@ def _canonical(checkpoints: checkpoint_lib.Checkpoints, step: int, config: Confi
     first_error = None
     for candidate in steps:
         try:
-            meta = checkpoints.read_meta(candidate)
-            return candidate, meta, checkpoints.restore_canonical(candidate, config.spec)
+            return candidate, *checkpoints.restore_canonical(candidate, config.spec)
         except Exception as e:  # noqa: BLE001 -- CheckpointError or Orbax's own
             first_error = first_error or e
             if fallback:

@@ -16,6 +16,7 @@ import io
 from typing import Any, Callable, Sequence
 
 from mlp_research.run.metrics import MetricsRow
+from mlp_research.run.plots import pyplot
 
 Hook = Callable[[int, Sequence[MetricsRow]], None]
 
@@ -57,11 +58,9 @@ class LiveCurves:
                     f"epoch {epoch}/{self.max_epochs} &nbsp; {html.escape(text)}")
 
     def _png(self) -> Any:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
         from IPython.display import Image
+
+        plt = pyplot()
 
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         for k, (name, history) in enumerate(zip(self.names, self.history)):

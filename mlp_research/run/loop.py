@@ -47,11 +47,6 @@ class MemberRun:
         return self.first_nonfinite_step >= 0
 
 
-def nonfinite_message(epoch: int, step: int, epoch_start: int) -> str:
-    return (f"training loss became non-finite in epoch {epoch} at step {step + 1} "
-            f"(step {step - epoch_start + 1} of the epoch); try a smaller --lr")
-
-
 class RunLoop:
     """Trains `trainer`'s members from their common checkpoint to `max_epochs`."""
 
@@ -97,17 +92,15 @@ class RunLoop:
         self.behind, self.target = plan.behind, plan.target
         if plan.restored is None or self.behind:
             return None
-        restored = plan.restored
-        self.trainer.load_state_dicts([x.state for x in restored])
-        for run, resumed, k in zip(self.runs, restored, range(len(self.runs))):
+        self.trainer.load_state_dicts([x.state for x in plan.restored])
+        for k, (run, resumed) in enumerate(zip(self.runs, plan.restored)):
             run.rows = [MetricsRow.from_dict(row) for row in resumed.history]
             run.saved = resumed.path
+            run.first_nonfinite_step = _stored_divergence(resumed, run.rows)
             self.positions[k] = resumed.position
-        first = restored[0]
+        first = plan.restored[0]
         self.resumed, self.position = first, first.position
         self.epoch_start = first.step - first.position.step_in_epoch
-        for run, resumed in zip(self.runs, restored):
-            run.first_nonfinite_step = _stored_divergence(resumed, run.rows)
         return first
 
     def _check_position(self, resumed: Resumed) -> None:
@@ -214,7 +207,8 @@ class RunLoop:
             bad = int(s.first_nonfinite_step)
             if bad < 0 or run.diverged:
                 continue
-            message = nonfinite_message(epoch, bad, self.epoch_start)
+            message = (f"training loss became non-finite in epoch {epoch} at step {bad + 1} "
+                       f"(step {bad - self.epoch_start + 1} of the epoch); try a smaller --lr")
             if not run.member.name:
                 raise NonFiniteLossError(message)
             run.first_nonfinite_step = bad

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from mlp_research.config import Config, field_types
 from mlp_research.errors import CheckpointMismatchError, ConfigError, WorkdirDamagedError
 from mlp_research.files import atomic_write
+from mlp_research.run.workdir import CHECKPOINT_DIR
 
 # Fields the members of a group may differ in: the JAX backend varies them per member in one program.
 VMAP_FIELDS = ("lr", "seed", "init", "sigma", "momentum")
@@ -53,7 +54,8 @@ class Group:
     def of(cls, members: Sequence[Member], workdir: str) -> "Group":
         """A group of hand-made members; its axes are the fields in which they differ."""
         members = tuple(members)
-        return cls(workdir, members, _values(members, differing_fields(members)))
+        values = _values(members, field_types())
+        return cls(workdir, members, {field: v for field, v in values.items() if len(v) > 1})
 
 
 def parse_vmap(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -105,18 +107,7 @@ def group_key(config: Config) -> tuple:
     return tuple(sorted((k, json.dumps(v)) for k, v in flat.items() if k not in VMAP_FIELDS and k != "progress"))
 
 
-def differing_fields(members: Sequence[Member]) -> list[str]:
-    """Config fields whose value is not the same in every member."""
-    flats = [m.config.as_dict() for m in members]
-    return [name for name in field_types() if len({json.dumps(f[name], sort_keys=True) for f in flats}) > 1]
-
-
 # ------------------------------------------------------------------ group.json
-def group_definition(group: Group) -> dict:
-    return {"format": GROUP_FORMAT, "axes": group.axes,
-            "members": [{"name": m.name, "config": m.config.as_dict()} for m in group.members]}
-
-
 def read_group(workdir: str) -> dict | None:
     """`group.json` of a group directory; None if `workdir` holds none."""
     path = os.path.join(workdir, GROUP_FILE)
@@ -136,7 +127,7 @@ def check_group_resume(workdir: str, group: Group | None) -> None:
     """Refuse a directory that another group (or a single run, for a group) wrote, before anything changes."""
     stored = read_group(workdir)
     if stored is None:
-        if group is not None and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        if group is not None and os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
             raise CheckpointMismatchError(f"--vmap: {workdir} holds a single run, not a group; use another --workdir")
         return
     if group is None:
@@ -152,4 +143,6 @@ def check_group_resume(workdir: str, group: Group | None) -> None:
 
 
 def write_group(group: Group) -> None:
-    atomic_write(os.path.join(group.workdir, GROUP_FILE), json.dumps(group_definition(group), indent=1) + "\n")
+    definition = {"format": GROUP_FORMAT, "axes": group.axes,
+                  "members": [{"name": m.name, "config": m.config.as_dict()} for m in group.members]}
+    atomic_write(os.path.join(group.workdir, GROUP_FILE), json.dumps(definition, indent=1) + "\n")

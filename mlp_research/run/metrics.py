@@ -13,7 +13,7 @@ import os
 from typing import Any, Sequence
 
 from mlp_research.errors import warn
-from mlp_research.files import atomic_write, storage_error
+from mlp_research.files import atomic_write, error_reason, storage_error
 from mlp_research.run.tensorboard import ScalarWriter
 
 METRICS_FILE = "metrics.jsonl"
@@ -55,6 +55,12 @@ class MetricsRow:
         )
 
 
+_ROW_FIELDS = {f.name for f in dataclasses.fields(MetricsRow)}
+# Fields a row must have; later additions have defaults, so rows older releases wrote still count.
+_REQUIRED_ROW_FIELDS = {f.name for f in dataclasses.fields(MetricsRow)
+                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+
+
 def format_duration(seconds: float) -> str:
     """`0:07`, `3:25`, `1:02:03`."""
     if not math.isfinite(seconds):
@@ -74,11 +80,38 @@ def remaining_seconds(epoch_seconds: Sequence[float], epochs_left: int) -> float
 
 
 def read_rows(workdir: str) -> list[MetricsRow]:
+    """Rows of `workdir`'s metrics.jsonl; a bad line is skipped with a warning (an unfinished last line silently)."""
     path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
         return []
-    with open(path) as f:
-        return [MetricsRow.from_dict(json.loads(line)) for line in f if line.strip()]
+    except OSError as e:
+        warn(f"{path}: cannot read it ({error_reason(e)}); ignoring it")
+        return []
+    rows, lines = [], text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(_row(json.loads(line)))
+        except ValueError as e:
+            if number < len(lines):  # the last piece has no newline yet: a row being written
+                warn(f"{path} line {number}: not a metrics row ({error_reason(e)}); line skipped")
+    return rows
+
+
+def _row(values: Any) -> MetricsRow:
+    if not isinstance(values, dict):
+        raise ValueError("not a JSON object")
+    missing = sorted(_REQUIRED_ROW_FIELDS - set(values))
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    if not all(isinstance(values[k], (int, float)) and not isinstance(values[k], bool)
+               for k in _ROW_FIELDS & set(values)):
+        raise ValueError("a value is not a number")
+    return MetricsRow.from_dict(values)
 
 
 def write_rows(workdir: str, rows: Sequence[MetricsRow]) -> None:
@@ -105,7 +138,7 @@ class MetricsWriter:
     once and goes on; metrics.jsonl failing is a `StorageError`.
     """
 
-    def __init__(self, workdir: str, hparams: dict[str, Any] | None = None):
+    def __init__(self, workdir: str, hparams: dict[str, Any]):
         self.path = os.path.join(workdir, METRICS_FILE)
         try:
             self._jsonl = open(self.path, "a")
@@ -114,8 +147,7 @@ class MetricsWriter:
         self._tb: ScalarWriter | None = None
         try:
             self._tb = ScalarWriter(os.path.join(workdir, TENSORBOARD_DIR))
-            if hparams is not None:
-                self._tb.hparams(hparams)
+            self._tb.hparams(hparams)
         except OSError as e:
             warn(f"{os.path.join(workdir, TENSORBOARD_DIR)}: TensorBoard events not written ({e.strerror or e})")
             self._tb = None

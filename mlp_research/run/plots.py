@@ -16,7 +16,8 @@ from mlp_research.files import atomic_path
 from mlp_research.run.metrics import MetricsRow
 
 
-def _import_pyplot():
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (no display needed); ImportError where matplotlib is missing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +29,7 @@ def _import_pyplot():
 def plot_curves(rows: Iterable[MetricsRow], path: str, title: str = "") -> bool:
     """Write the figure atomically; False, writing nothing, where matplotlib is not installed."""
     try:
-        plt = _import_pyplot()
+        plt = pyplot()
     except ImportError:
         return False
     rows = list(rows)

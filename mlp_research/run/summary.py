@@ -60,16 +60,6 @@ def steady_seconds(rows: Sequence[MetricsRow]) -> float:
     return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
-def final_metrics(rows: Sequence[MetricsRow]) -> dict[str, Any]:
-    last = rows[-1]
-    return {k: getattr(last, k) for k in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc")}
-
-
-def best_val_acc(rows: Sequence[MetricsRow]) -> float:
-    finite = [r.val_acc for r in rows if r.val_acc == r.val_acc]
-    return max(finite) if finite else float("nan")
-
-
 def build_summary(config: Config, rows: Sequence[MetricsRow], where: dict[str, Any], run: dict[str, Any]
                   ) -> dict[str, Any]:
     """A member's summary. `where`: the trainer's `describe()`; `run`: data, timing and process facts."""
@@ -77,8 +67,8 @@ def build_summary(config: Config, rows: Sequence[MetricsRow], where: dict[str, A
     num_train = run["num_train"]
     return {
         "config": config.as_dict(),
-        "final": final_metrics(rows),
-        "best_val_acc": best_val_acc(rows),
+        "final": {k: getattr(rows[-1], k) for k in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc")},
+        "best_val_acc": max((r.val_acc for r in rows if r.val_acc == r.val_acc), default=float("nan")),
         "num_params": config.num_params(),
         "train_flops_per_example": config.train_flops_per_example(),
         "steady_epoch_seconds": steady,

@@ -8,16 +8,13 @@ for a few scalars).
 
 HParams layout (what TensorBoard's HParams dashboard reads): a summary value
 whose `metadata.plugin_data` has plugin_name "hparams" and, as content, a
-serialized `HParamsPluginData` holding one of `experiment`,
-`session_start_info` or `session_end_info`, under a fixed tag, with an empty
-float tensor as the value. Each run writes its own session start (its
-hyperparameters) and end (its status); TensorBoard derives the experiment
-(types, value ranges, which hyperparameters differ, the metric columns) from
-all sessions in a logdir. `experiment` is for a logdir above several runs that
-wants to name the metric columns itself; write it once per logdir, since
-TensorBoard uses the first experiment it finds. Likewise it keeps the first
-record of each tag in a run directory: a resumed run's second session start is
-ignored, and a session must be ended once, when the run is over.
+serialized `HParamsPluginData` holding `session_start_info` or
+`session_end_info`, under a fixed tag, with an empty float tensor as the value.
+Each run writes its own session start (its hyperparameters) and end (its
+status); TensorBoard derives the experiment (types, value ranges, which
+hyperparameters differ, the metric columns) from all sessions in a logdir. It
+keeps the first record of each tag in a run directory: a resumed run's second
+session start is ignored, and a session must be ended once, when the run is over.
 """
 
 from __future__ import annotations
@@ -26,17 +23,15 @@ import os
 import socket
 import struct
 import time
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping
 
 HParamValue = str | float | int | bool
 
 _PLUGIN = "hparams"
-_EXPERIMENT_TAG = "_hparams_/experiment"
 _SESSION_START_TAG = "_hparams_/session_start_info"
 _SESSION_END_TAG = "_hparams_/session_end_info"
 # tensorboard.hparams.Status; there is no "aborted": a stopped run that will resume is "unknown".
 STATUSES = {"unknown": 0, "success": 1, "failure": 2, "running": 3}
-_TYPE_STRING, _TYPE_BOOL, _TYPE_FLOAT64 = 1, 2, 3  # tensorboard.hparams.DataType
 # TensorProto{dtype: DT_FLOAT, tensor_shape: {dim: [{size: 0}]}}: the value TensorBoard stores hparams under.
 _EMPTY_FLOAT_TENSOR = b"\x08\x01\x12\x02\x12\x00"
 
@@ -65,14 +60,11 @@ def _masked_crc(data: bytes) -> int:
 def _varint(value: int) -> bytes:
     out = bytearray()
     value &= (1 << 64) - 1
-    while True:
-        bits = value & 0x7F
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
         value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
 
 
 def _field_varint(number: int, value: int) -> bytes:
@@ -143,35 +135,6 @@ def _session_end(status: int, end_time: float) -> bytes:
     return _field_bytes(4, _field_varint(1, status) + _field_double(2, end_time))
 
 
-def _hparam_info(name: str, values: Sequence[HParamValue]) -> bytes:
-    """HParamInfo{name=1, type=4, domain_discrete=5 (ListValue{values=1}), domain_interval=6{min=1, max=2}, differs=7}.
-
-    Like TensorBoard's own inference: all bools -> bool, all numbers -> float64
-    with an interval, anything mixed or textual -> string with its distinct values.
-    """
-    if values and all(isinstance(v, bool) for v in values):
-        distinct: list = sorted(set(values))
-        kind, domain = _TYPE_BOOL, _field_bytes(5, b"".join(_field_bytes(1, _proto_value(v)) for v in distinct))
-    elif values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        distinct = sorted({float(v) for v in values})
-        kind, domain = _TYPE_FLOAT64, _field_bytes(6, _field_double(1, distinct[0]) + _field_double(2, distinct[-1]))
-    else:
-        distinct = list(dict.fromkeys(str(v) for v in values))
-        kind, domain = _TYPE_STRING, _field_bytes(5, b"".join(_field_bytes(1, _proto_value(v)) for v in distinct))
-    return _field_str(1, name) + _field_varint(4, kind) + domain + _field_varint(7, int(len(distinct) > 1))
-
-
-def _experiment(hparams: Mapping[str, Sequence[HParamValue]], metrics: Iterable[str], created: float) -> bytes:
-    """HParamsPluginData{experiment=2{time_created_secs=3, hparam_infos=4, metric_infos=5{name=1{group=1, tag=2}}}}.
-
-    A metric's group is the scalar's directory relative to the session's run:
-    empty, since the scalars and the session are written to the same file.
-    """
-    infos = b"".join(_field_bytes(4, _hparam_info(name, values)) for name, values in hparams.items())
-    infos += b"".join(_field_bytes(5, _field_bytes(1, _field_str(2, tag))) for tag in metrics)
-    return _field_bytes(2, _field_double(3, created) + infos)
-
-
 class ScalarWriter:
     """Appends scalar and hyperparameter summaries to a new `events.out.tfevents.*` file in `logdir`."""
 
@@ -213,17 +176,6 @@ class ScalarWriter:
         now = time.time()
         end = _hparams_value(_SESSION_END_TAG, _session_end(STATUSES[status], now))
         self._write(_event(now, step, summary_value=end))
-        self.flush()
-
-    def experiment(self, hparams: Mapping[str, Sequence[HParamValue]], metrics: Sequence[str]) -> None:
-        """Describe an experiment of several runs: each hyperparameter's values across them, and the metric tags.
-
-        Optional: without it TensorBoard infers the same from the sessions, with
-        every scalar tag as a metric. Write it once, in a logdir above the runs,
-        with every run's values: the dashboard's filters hide values outside them.
-        """
-        now = time.time()
-        self._write(_event(now, 0, summary_value=_hparams_value(_EXPERIMENT_TAG, _experiment(hparams, metrics, now))))
         self.flush()
 
     def flush(self) -> None:

@@ -12,11 +12,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from mlp_research.backends.base import Sums, Trainer
-from mlp_research.batching import EpochLayout
 
 
 class OneMember:
-    """A `Trainer` with the `GroupTrainer` calls: every value a list of one."""
+    """A `Trainer` with the `GroupTrainer` calls: every value a list of one (the rest is the trainer's own)."""
 
     members = 1
 
@@ -24,24 +23,14 @@ class OneMember:
         self.trainer = trainer
 
     @property
-    def layout(self) -> EpochLayout:
-        return self.trainer.layout
-
-    @property
     def compile_seconds(self) -> float:
         return float(self.trainer.compile_seconds)
 
-    def describe(self) -> dict[str, Any]:
-        return self.trainer.describe()
-
-    def compile(self) -> None:
-        self.trainer.compile()
+    def __getattr__(self, name: str) -> Any:  # layout, describe, compile, train_chunk, abstract_state_dict
+        return getattr(self.trainer, name)
 
     def start_epoch(self, epoch: int, sums: Sequence[Sums] | None = None) -> None:
         self.trainer.start_epoch(epoch, sums[0] if sums else None)
-
-    def train_chunk(self, chunk: int) -> None:
-        self.trainer.train_chunk(chunk)
 
     def epoch_sums(self) -> list[Sums]:
         return [self.trainer.epoch_sums()]
@@ -54,9 +43,6 @@ class OneMember:
 
     def state_dicts(self) -> list[Any]:
         return [self.trainer.state_dict()]
-
-    def abstract_state_dict(self) -> Any:
-        return self.trainer.abstract_state_dict()
 
     def load_state_dicts(self, states: Sequence[Any]) -> None:
         self.trainer.load_state_dict(states[0])

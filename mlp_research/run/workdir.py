@@ -23,7 +23,7 @@ FILES = (LOCK_FILE, "metrics.jsonl", "summary.json", "curves.png", "group.json")
 DIRECTORIES = (CHECKPOINT_DIR, "tensorboard")
 
 
-def check_workdir(workdir: str) -> str:
+def check_workdir(workdir: str) -> None:
     """Refuse an empty path, a file, or a place this process cannot write (a read-only file system: a
     `StorageError` naming EROFS), creating nothing (cheap: before any import of JAX)."""
     if not workdir:
@@ -40,18 +40,14 @@ def check_workdir(workdir: str) -> str:
         if os.statvfs(place).f_flag & os.ST_RDONLY:  # not the user's mistake in a flag: a place that takes no writes
             raise storage_error(workdir, OSError(errno.EROFS, os.strerror(errno.EROFS)))
         raise ConfigError(f"--workdir: cannot create or write {workdir} (permission denied)")
-    return workdir
 
 
-def prepare_workdir(workdir: str) -> bool:
-    """Create the work directory; True if it did not exist before."""
-    check_workdir(workdir)
-    created = not os.path.isdir(workdir)
+def prepare_workdir(workdir: str) -> None:
+    """Create the work directory (`check_workdir` has passed)."""
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:
         raise storage_error(workdir, e) from None
-    return created
 
 
 def _kind_error(path: str, want: str) -> str | None:
