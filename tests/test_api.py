@@ -69,3 +69,13 @@ def test_importing_the_package_imports_no_framework():
     code = "import sys, mlp_research; print(sorted(m for m in ('jax', 'torch', 'tensorflow') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_a_backend_written_without_the_base_class_runs_through_the_front_door(tmp_path):
+    """The example backend implements the protocol from scratch (no `prepare`, `guard`): the front door adapts it."""
+    from mlp_research import train_and_evaluate
+    from mlp_research.testing.example_backend import NumpyBackend
+
+    assert not hasattr(NumpyBackend, "prepare")
+    result = train_and_evaluate(tiny_config(max_epochs=1), str(tmp_path), backend=NumpyBackend())
+    assert result.final["epoch"] == 1 and 0 < result.final["val_acc"] <= 1
