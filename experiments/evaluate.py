@@ -25,9 +25,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    from mlp_research.run.evaluation import check_export_path, evaluate_checkpoint
+    from mlp_research.run.evaluation import evaluate_checkpoint
 
-    check_export_path(FLAGS.export)
     result = evaluate_checkpoint(FLAGS.workdir, split=FLAGS.split, data_dir=FLAGS.data_dir, export=FLAGS.export,
                                  backend=FLAGS.backend, checkpoint=FLAGS.checkpoint)
     print(json.dumps(result))

@@ -17,7 +17,7 @@ def mxnet() -> ModuleType:
     from mlp_research_mxnet import numpy_compat
 
     numpy_compat.apply()
-    # mxnet's engine threads default to all cores; the machine is shared, so follow OMP_NUM_THREADS if set.
+    # mxnet's threaded engine (its default), unless the user chose another (NaiveEngine runs ops serially, to debug).
     os.environ.setdefault("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice")
     import mxnet as mx
 
