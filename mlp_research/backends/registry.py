@@ -87,10 +87,10 @@ def load(name: str) -> Backend:
     return _instantiate(backends[name])
 
 
-def prepared(config: Config) -> Backend:
-    """The backend `config` names, loaded and prepared for it (`Backend.prepare`: before its framework starts):
-    how every run gets its backend when none is handed in."""
-    backend = load(config.backend)
+def prepared(config: Config, backend: Any = None) -> Backend:
+    """`backend` (adapted where it does not subclass `Backend`), or else the one `config` names, loaded; prepared
+    for `config` (`Backend.prepare`: before its framework starts). How every run gets its backend."""
+    backend = as_backend(backend) if backend is not None else load(config.backend)
     backend.prepare(config)
     return backend
 

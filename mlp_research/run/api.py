@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mlp_research.backends import registry
-from mlp_research.backends.adapter import as_backend
 from mlp_research.backends.base import Backend
 from mlp_research.config import Config
 from mlp_research.files import read_json_object
@@ -98,8 +97,7 @@ def _result(config: Config, workdir: str, summary: dict[str, Any]) -> Result:
 
 def _backend_for(config: Config, backend: Backend | None, launch: Launch | None) -> tuple[Backend, dict | None]:
     """The run's backend, loaded and prepared once; the launch completed by the runtime it joins (if any)."""
-    backend = as_backend(backend) if backend is not None else registry.load(config.backend)
-    backend.prepare(config)
+    backend = registry.prepared(config, backend)
     if launch is not None and launch.joins:
         launch = backend.join_processes(launch)
     return backend, launch.to_dict() if launch is not None else None
