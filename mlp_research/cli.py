@@ -44,7 +44,8 @@ def define_config_flags(flag_values: flags.FlagValues = flags.FLAGS, config_file
             field = str(e).strip("\"'")
             _exit_with(f"--config.{field}: unknown config field (known: {', '.join(sorted(field_types()))})")
         except Exception as e:  # noqa: BLE001 -- an unsupported override type, a broken experiment file, ...
-            _exit_with(f"--config: {_one_line(str(e)).strip(chr(34) + chr(39)) or type(e).__name__}")
+            detail = _one_line(str(e)).strip("\"'") or type(e).__name__
+            _exit_with(f"--config: {detail}")
     meta = field_metadata()
     for name, kind in field_types().items():
         info = meta[name]
