@@ -52,12 +52,17 @@ def _loop(dtype, iterations: int):
     return jax.jit(lambda a, b: jax.lax.fori_loop(0, iterations, body, (a, b, jnp.float32(0)))[2])
 
 
+def _operands(m: int, k: int, n: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """Random `m x k` and `k x n` operands of `dtype`, the same in every call."""
+    rng = np.random.default_rng(0)
+    return (jnp.asarray(rng.standard_normal((m, k), np.float32), dtype),
+            jnp.asarray(rng.standard_normal((k, n), np.float32), dtype))
+
+
 def matmul_seconds(m: int, k: int, n: int, precision: str = "float32", rounds: int = 5) -> float:
     """Seconds of one `m x k @ k x n` product at `precision`'s operand type: the median over `rounds`."""
     dtype = OPERAND_TYPES[precision]
-    rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal((m, k), np.float32), dtype)
-    b = jnp.asarray(rng.standard_normal((k, n), np.float32), dtype)
+    a, b = _operands(m, k, n, dtype)
     probe = _loop(dtype, 8)
     probe(a, b).block_until_ready()
     t0 = time.perf_counter()
@@ -76,10 +81,7 @@ def matmul_seconds(m: int, k: int, n: int, precision: str = "float32", rounds: i
 def matmul_seconds_per_call(m: int, k: int, n: int, precision: str = "float32", rounds: int = 5) -> float:
     """Seconds of one `m x k @ k x n` product as its own jitted `jnp.dot` call, dispatch included: the best of
     `rounds` rounds, each the mean over enough blocking calls to fill `_TARGET_SECONDS`."""
-    dtype = OPERAND_TYPES[precision]
-    rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal((m, k), np.float32), dtype)
-    b = jnp.asarray(rng.standard_normal((k, n), np.float32), dtype)
+    a, b = _operands(m, k, n, OPERAND_TYPES[precision])
     dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
     dot(a, b).block_until_ready()
     t0 = time.perf_counter()
